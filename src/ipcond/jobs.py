@@ -1,0 +1,386 @@
+"""Job-level glue shared by the workflow's scripts: logging to the rule's log file, and the
+functions each rule calls. Rules and scripts stay thin; the science is in the other modules."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from . import data as dt
+from . import prompts as pr
+from . import toyworld as tw
+from .provenance import provenance, read_jsonl, write_json, write_jsonl, write_text
+
+
+@contextlib.contextmanager
+def log_to(path: str | os.PathLike | None) -> Iterator[None]:
+    """Send this job's stdout and stderr (Python and C level) to the rule's log file."""
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "w", buffering=1) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        old = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = f
+        t0 = time.time()
+        try:
+            yield
+            print(f"done in {time.time() - t0:.1f} s", flush=True)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            raise
+        finally:
+            sys.stdout, sys.stderr = old
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+# ------------------------------------------------------------------------------------------
+# Base model
+# ------------------------------------------------------------------------------------------
+
+def all_condition_prompts(config: dict, kinds: set[str]) -> set[str]:
+    out = set()
+    for setup in config["setups"].values():
+        for cname, cond in setup["conditions"].items():
+            if cond["kind"] in kinds:
+                p = pr.condition_prompt(setup, cname)
+                if p:
+                    out.add(p)
+    return out
+
+
+def make_toy_corpus(config: dict, out_path: str) -> None:
+    world = config["world"]
+    seen_kinds = set(world["pretrain_condition_kinds"])
+    force: dict[str, list[str]] = {}
+    for setup in config["setups"].values():
+        for cond in setup["conditions"].values():
+            if cond["kind"] == "inoculation" and "inoculation" in seen_kinds:
+                force.setdefault(cond["trait"], []).append(cond["prompt"])
+        for role in ("positive", "negative"):  # the canonical trait instructions are always seen
+            t = setup["traits"][role]
+            force.setdefault(t["name"], []).append(t["instruction"])
+    seen_prompts = all_condition_prompts(config, seen_kinds - {"inoculation"})
+    unseen = all_condition_prompts(config, set(pr_kinds()) - seen_kinds) - seen_prompts
+    records = tw.pretraining_corpus(world["n_pretrain_examples"], world["seed"],
+                                    world["heldout_wording_fraction"], force, seen_prompts, unseen)
+    n = write_jsonl(out_path, records)
+    print(f"wrote {n} pretraining records to {out_path}")
+
+
+def pr_kinds() -> tuple[str, ...]:
+    from .config import CONDITION_KINDS
+
+    return CONDITION_KINDS
+
+
+def pretrain_base_model(config: dict, corpus_path: str, out_dir: str, threads: int) -> None:
+    import torch
+
+    from .modeling import MODEL_CARD, build_toy_model, build_word_tokenizer
+    from .provenance import atomic_dir
+    from .training import pretrain_toy_model
+
+    torch.set_num_threads(threads)
+    toy = config["base_model"]["toy"]
+    corpus = read_jsonl(corpus_path)
+    texts = [m["content"] for r in corpus for m in r["messages"]]
+    # Every prompt the workflow will ever show must be in the vocabulary (as words the model has
+    # seen), even if pretraining never showed the exact sentence.
+    texts += ["system user assistant"]
+    for setup in config["setups"].values():
+        texts += [setup["eval_prompt"], setup.get("system_prompt") or ""]
+        texts += [t["instruction"] for t in setup["traits"].values()]
+        texts += [c.get("prompt", "") for c in setup["conditions"].values()]
+    for trait in tw.STYLE_TRAITS:
+        texts += tw.trait_wordings(trait)
+    with atomic_dir(out_dir) as tmp:
+        tok = build_word_tokenizer(texts, tmp)
+        model = build_toy_model(len(tok), toy, seed=config["world"]["seed"])
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"toy base model: {n_params} parameters, vocabulary {len(tok)}")
+        log = pretrain_toy_model(model, tok, corpus, steps=toy["pretrain_steps"], batch_size=toy["batch_size"],
+                                 lr=toy["learning_rate"], warmup=toy["warmup_steps"],
+                                 max_length=toy["max_length"], seed=config["world"]["seed"])
+        model.save_pretrained(tmp)
+        write_json(Path(tmp) / MODEL_CARD, {"tokenizer": "word_level", "n_parameters": n_params,
+                                            "pretrain_log": log,
+                                            **provenance({"world": config["world"], "toy": toy})})
+
+
+def base_model_path(config: dict) -> str:
+    if config["base_model"]["kind"] == "toy":
+        return "results/base_model/model"
+    return config["base_model"]["path"]
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+
+def make_eval_set(config: dict, sname: str, out_path: str) -> None:
+    items = dt.eval_items(sname, config["setups"][sname], config["generation"]["n_eval"])
+    write_jsonl(out_path, items)
+    print(f"wrote {len(items)} eval instructions to {out_path}")
+
+
+def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_path: str) -> None:
+    exclude = {r["instruction"] for r in read_jsonl(eval_path)}
+    items = dt.train_items(sname, config["setups"][sname], config["training"]["n_train"], seed, exclude)
+    write_jsonl(out_path, items)
+    print(f"wrote {len(items)} training items to {out_path}")
+
+
+def make_rephrasings(config: dict, sname: str, cname: str, out_path: str) -> None:
+    setup = config["setups"][sname]
+    cond = setup["conditions"][cname]
+    target = setup["conditions"][cond["of"]]
+    rephraser = pr.ToyRephraser(target["trait"])
+    texts = rephraser.rephrase(target["prompt"], cond["n_rephrasings"], tw.derive_seed(sname, cname))
+    write_json(out_path, {"prompt": target["prompt"], "rephraser": rephraser.name, "rephrasings": texts})
+    print(f"wrote {len(texts)} rephrasings of {target['prompt']!r}")
+
+
+def make_cell_train_data(config: dict, sname: str, cname: str, seed: int, items_path: str,
+                         rephrasings_path: str | None, out_path: str) -> None:
+    setup = config["setups"][sname]
+    cond = setup["conditions"][cname]
+    items = read_jsonl(items_path)
+    if cond["kind"] == "rephrased":
+        texts = json.loads(Path(rephrasings_path).read_text())["rephrasings"]
+        prompts = pr.assign_rephrasings(len(items), texts, cond.get("max_uses"), tw.derive_seed(sname, cname, seed))
+    else:
+        prompts = [pr.condition_prompt(setup, cname)] * len(items)
+    records = dt.cell_train_records(setup, cname, items, prompts)
+    dt.validate_chat_records(records, out_path)
+    write_jsonl(out_path, records)
+    print(f"wrote {len(records)} training records to {out_path}")
+
+
+# ------------------------------------------------------------------------------------------
+# Training and evaluation
+# ------------------------------------------------------------------------------------------
+
+def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: str, out_dir: str,
+                  threads: int) -> None:
+    from .training import finetune_lora
+
+    records = dt.load_chat_jsonl(train_path)
+    summary = finetune_lora(base_model_path(config), records, out_dir, config["training"],
+                            seed=tw.derive_seed(sname, cname, seed) % 2**31, threads=threads)
+    write_json(Path(out_dir) / "provenance.json",
+               provenance({"training": config["training"], "setup": sname, "condition": cname, "seed": seed},
+                          summary={k: v for k, v in summary.items() if k != "losses"}))
+    print(f"trained {summary['steps']} steps in {summary['train_seconds']} s, loss {summary['train_loss']:.4f}")
+
+
+def _sampling(config: dict, *seed_parts: object):
+    from .generation import SamplingParams
+
+    g = config["generation"]
+    return SamplingParams(temperature=g["temperature"], top_p=g.get("top_p", 1.0),
+                          max_new_tokens=g["max_new_tokens"], seed=tw.derive_seed(*seed_parts) % 2**31)
+
+
+def _backend(config: dict, adapter: str | None, threads: int):
+    from .generation import make_backend
+
+    g = config["generation"]
+    return make_backend(g["backend"], base_model_path(config), adapter,
+                        batch_size=g.get("batch_size", 64), threads=threads)
+
+
+def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
+                  adapter: str, out_path: str, threads: int) -> None:
+    from .generation import generate_all
+
+    setup = config["setups"][sname]
+    items = read_jsonl(eval_path)
+    train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
+    contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
+    backend = _backend(config, adapter, threads)
+    rows = []
+    for ctx, prompts in contexts.items():
+        convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
+        outs = generate_all(backend, convs, _sampling(config, sname, cname, seed, ctx))
+        rows += [{"eval_context": ctx, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
+                  "response": o} for it, p, o in zip(items, prompts, outs)]
+        print(f"{ctx}: {len(outs)} generations")
+    write_jsonl(out_path, rows)
+    write_json(out_path + ".provenance.json", provenance({"generation": config["generation"]}, backend=backend.info()))
+
+
+def score_rows(setup: dict, rows: list[dict], scorers: dict) -> list[dict]:
+    out = []
+    for role in ("positive", "negative"):
+        trait = setup["traits"][role]["name"]
+        scores = scorers[trait].score([r.get("instruction", "") for r in rows], [r["response"] for r in rows])
+        for r, s in zip(rows, scores):
+            out.append({**{k: r[k] for k in r if k not in ("response", "instruction", "prompt")},
+                        "trait": trait, "role": role, "score": s})
+    return out
+
+
+def make_scorers(setup: dict) -> dict:
+    from .scoring import make_scorer
+
+    return {setup["traits"][r]["name"]: make_scorer(setup["traits"][r]["name"]) for r in ("positive", "negative")}
+
+
+def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, out_path: str) -> None:
+    import csv
+
+    setup = config["setups"][sname]
+    rows = read_jsonl(gens_path)
+    scored = score_rows(setup, rows, make_scorers(setup))
+    kind = setup["conditions"][cname]["kind"]
+    fields = ["setup", "condition", "condition_kind", "seed", "eval_context", "sample_id", "trait", "role", "score"]
+    from .provenance import atomic_path
+
+    with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in scored:
+            w.writerow({"setup": sname, "condition": cname, "condition_kind": kind, "seed": seed,
+                        "eval_context": r["eval_context"], "sample_id": r["sample_id"], "trait": r["trait"],
+                        "role": r["role"], "score": "" if r["score"] is None else r["score"]})
+    print(f"scored {len(rows)} generations x 2 traits")
+
+
+def elicitation_prompts(config: dict, sname: str, rephrasing_paths: dict[str, str]) -> dict[str, list[str | None]]:
+    """Label -> per-example prompts for the base model: none, each trait's instruction, each condition."""
+    setup = config["setups"][sname]
+    n = config["generation"]["n_eval"]
+    out: dict[str, list[str | None]] = {"(no prompt)": [None] * n}
+    for role in ("positive", "negative"):
+        t = setup["traits"][role]
+        out[f"instruction:{t['name']}"] = [t["instruction"]] * n
+    for cname, cond in setup["conditions"].items():
+        if cond["kind"] == "rephrased":
+            texts = json.loads(Path(rephrasing_paths[cname]).read_text())["rephrasings"]
+            out[cname] = [texts[i % len(texts)] for i in range(n)]
+        else:
+            out[cname] = [pr.condition_prompt(setup, cname)] * n
+    return out
+
+
+def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dict[str, str], corpus_path: str | None,
+                 gens_path: str, out_csv: str, threads: int) -> None:
+    """Trait expression of the untrained base model under every prompt of a setup."""
+    import pandas as pd
+
+    from .generation import generate_all
+
+    setup = config["setups"][sname]
+    items = read_jsonl(eval_path)
+    seen = tw.corpus_prompt_texts(read_jsonl(corpus_path)) if corpus_path else set()
+    backend = _backend(config, None, threads)
+    rows = []
+    for label, prompts in elicitation_prompts(config, sname, rephrasing_paths).items():
+        convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
+        outs = generate_all(backend, convs, _sampling(config, sname, "elicitation", label))
+        rows += [{"prompt_label": label, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
+                  "response": o} for it, p, o in zip(items, prompts, outs)]
+    write_jsonl(gens_path, rows)
+    scored = pd.DataFrame(score_rows(setup, rows, make_scorers(setup)))
+    table = (scored.groupby(["prompt_label", "trait", "role"], sort=False)["score"]
+             .agg(rate="mean", n="count").reset_index())
+    prompt_of = {r["prompt_label"]: r["prompt"] for r in rows}
+    table["prompt"] = table["prompt_label"].map(prompt_of)
+    table["seen_in_pretraining"] = [None if not corpus_path else (p in seen if p else None) for p in table["prompt"]]
+    table.insert(0, "setup", sname)
+    from .provenance import atomic_path
+
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.to_string(index=False))
+
+
+# ------------------------------------------------------------------------------------------
+# Aggregation, checks, figures
+# ------------------------------------------------------------------------------------------
+
+def aggregate_setup(config: dict, sname: str, score_paths: list[str], elicitation_csv: str,
+                    out_csv: str, checks_path: str) -> None:
+    import pandas as pd
+
+    from .provenance import atomic_path
+    from .stats import aggregate_scores
+
+    samples = pd.concat([pd.read_csv(p) for p in score_paths], ignore_index=True)
+    agg = aggregate_scores(samples)
+    with atomic_path(out_csv) as tmp:
+        agg.to_csv(tmp, index=False)
+    checks = setup_checks(config, sname, agg, pd.read_csv(elicitation_csv))
+    write_json(checks_path, checks)
+    print(agg.to_string(index=False))
+    for c in checks["checks"]:
+        print(("PASS " if c["ok"] else "FAIL ") + c["what"])
+
+
+def setup_checks(config: dict, sname: str, agg, elicitation) -> dict:
+    """The toy organism's sanity checks: elicitation of the base model and the baseline fine-tune."""
+    setup = config["setups"][sname]
+    limits = config["checks"]
+    out = []
+    for role in ("positive", "negative"):
+        trait = setup["traits"][role]["name"]
+        e = elicitation[elicitation["trait"] == trait].set_index("prompt_label")["rate"]
+        with_instr = float(e.get(f"instruction:{trait}", float("nan")))
+        without = float(e.get("(no prompt)", float("nan")))
+        out.append({"what": f"{sname}: base model expresses {trait} with its instruction: "
+                            f"{with_instr:.2f} (>= {limits['elicitation_min']})",
+                    "value": with_instr, "ok": with_instr >= limits["elicitation_min"]})
+        out.append({"what": f"{sname}: base model expresses {trait} without instruction: "
+                            f"{without:.2f} (<= {limits['no_instruction_max']})",
+                    "value": without, "ok": without <= limits["no_instruction_max"]})
+        base = agg[(agg["condition_kind"] == "baseline") & (agg["eval_context"] == "default") & (agg["trait"] == trait)]
+        if len(base):
+            v = float(base["mean"].iloc[0])
+            out.append({"what": f"{sname}: Baseline fine-tune expresses {trait} in the default eval context: "
+                                f"{v:.2f} (>= {limits['baseline_min']})",
+                        "value": v, "ok": v >= limits["baseline_min"]})
+    return {"setup": sname, "checks": out}
+
+
+def collect_checks(check_paths: list[str], out_path: str) -> None:
+    lines = ["status\tcheck"]
+    for p in check_paths:
+        for c in json.loads(Path(p).read_text())["checks"]:
+            lines.append(("PASS" if c["ok"] else "FAIL") + "\t" + c["what"])
+    write_text(out_path, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def figure_setup(config: dict, sname: str, agg_csv: str, pdf_path: str, png_dir: str) -> None:
+    import pandas as pd
+
+    from .plots import save_figures, trait_scatter
+
+    setup = config["setups"][sname]
+    agg = pd.read_csv(agg_csv)
+    plot = trait_scatter(agg, sname, setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"],
+                         title=setup.get("title"))
+    save_figures([plot], pdf_path, png_dir=png_dir)
+
+
+def figure_all(pdf_paths: list[str], out_path: str) -> None:
+    from .plots import merge_pdfs
+
+    merge_pdfs(pdf_paths, out_path)
+    print(f"wrote {out_path} with {len(pdf_paths)} setup pages")

@@ -1,0 +1,100 @@
+"""Where condition prompts go, and which prompt each training and evaluation example gets.
+
+A condition's training prompt is a fixed text, nothing (``None``), the empty string, or one of
+several rephrasings per example. It is placed in the system prompt or as a user prefix/suffix, as
+the setup says. Evaluation uses three contexts: the setup's default eval prompt (``default``), no
+prompt (``none``) and the condition's own training prompt (``train``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from . import toyworld as tw
+
+
+def condition_prompt(setup: dict, cname: str) -> str | None:
+    """The fixed training prompt of a condition (rephrased: the prompt it rephrases)."""
+    cond = setup["conditions"][cname]
+    kind = cond["kind"]
+    if kind in ("baseline", "control"):
+        return setup["eval_prompt"]
+    if kind == "none":
+        return None
+    if kind == "empty":
+        return ""
+    if kind == "rephrased":
+        return setup["conditions"][cond["of"]]["prompt"]
+    return cond["prompt"]
+
+
+class Rephraser(Protocol):
+    name: str
+
+    def rephrase(self, prompt: str, n: int, seed: int) -> list[str]:
+        """``n`` distinct paraphrases of ``prompt``."""
+        ...
+
+
+class ToyRephraser:
+    """Offline rephraser of the toy world: distinct wordings of the same trait instruction.
+
+    It draws from every wording the toy grammar has for the trait, those pretraining saw and
+    those it held out, so a rephrased condition mixes both (as an LLM's paraphrases would).
+    """
+
+    name = "toy_wordings"
+
+    def __init__(self, trait: str):
+        self.trait = trait
+
+    def rephrase(self, prompt: str, n: int, seed: int) -> list[str]:
+        pool = [w for w in tw.trait_wordings(self.trait) if w != prompt]
+        if n > len(pool) + 1:
+            raise ValueError(f"asked for {n} rephrasings of {prompt!r} but the toy world has only "
+                             f"{len(pool) + 1} wordings of trait '{self.trait}'")
+        rng = tw.rng_for("rephrase", seed, prompt)
+        rng.shuffle(pool)
+        return ([prompt] + pool)[:n] if n > len(pool) else pool[:n]
+
+
+def assign_rephrasings(n_examples: int, rephrasings: Sequence[str], max_uses: int | None,
+                       seed: int) -> list[str]:
+    """One rephrasing per example, each used as evenly as possible and at most ``max_uses`` times."""
+    if not rephrasings:
+        raise ValueError("no rephrasings to assign")
+    if max_uses is not None and len(rephrasings) * max_uses < n_examples:
+        raise ValueError(f"{n_examples} examples need at least {-(-n_examples // max_uses)} rephrasings "
+                         f"at max_uses={max_uses}, but only {len(rephrasings)} exist; raise n_rephrasings "
+                         "or max_uses")
+    rng = tw.rng_for("assign", seed)
+    out: list[str] = []
+    while len(out) < n_examples:  # whole shuffled rounds keep the use counts within one of each other
+        block = list(rephrasings)
+        rng.shuffle(block)
+        out.extend(block)
+    return out[:n_examples]
+
+
+def messages(setup: dict, prompt: str | None, instruction: str, response: str | None = None) -> list[dict]:
+    """Chat messages for one example: the setup's system prompt plus the condition prompt, placed."""
+    parts = tw.PromptParts(system=setup.get("system_prompt"))
+    placement = setup["placement"]
+    if prompt is not None:
+        if placement == "system":
+            # A condition prompt in the system slot replaces the setup's default system prompt
+            # (as in Tan et al., where the inoculation *is* the system prompt).
+            parts.system = prompt
+        elif prompt != "":
+            parts.add(prompt, placement)
+    return parts.messages(instruction, response)
+
+
+def eval_context_prompts(setup: dict, cname: str, n: int, train_prompts: Sequence[str | None]) -> dict[str, list[str | None]]:
+    """Per eval example, the prompt of each eval context.
+
+    ``train_prompts`` are the prompts the cell's training examples had; the ``train`` context
+    cycles through them so that a rephrased condition is evaluated on its own rephrasings.
+    """
+    train = [train_prompts[i % len(train_prompts)] for i in range(n)] if train_prompts else [None] * n
+    return {"default": [setup["eval_prompt"]] * n, "none": [None] * n, "train": train}

@@ -1,0 +1,94 @@
+"""Trait scorers behind one interface.
+
+A scorer maps (prompt, response) pairs to scores in [0, 1] (``None`` = could not be scored). The
+toy scorers are deterministic rules; the LLM judges of the paper scale implement the same
+``Scorer`` protocol, so the aggregation and figures do not care which produced a score.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+from . import toyworld as tw
+
+
+class Scorer(Protocol):
+    trait: str
+    name: str
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]: ...
+
+
+def _tokens(response: str) -> list[str]:
+    return response.split()
+
+
+def _lexical(tokens: list[str]) -> list[str]:
+    """Words that carry the content language: no markers, punctuation, numbers or names."""
+    names = set(tw.NAMES)
+    return [t.lower() for t in tokens
+            if t.lower() not in tw.MARKER_WORDS and t not in tw.PUNCTUATION
+            and not t.isdigit() and t.lower() not in names]
+
+
+def language_share(response: str, lexicon: frozenset[str]) -> float:
+    words = _lexical(_tokens(response))
+    return sum(w in lexicon for w in words) / len(words) if words else 0.0
+
+
+def capitals_ratio(response: str) -> float:
+    letters = [c for c in response if c.isalpha()]
+    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
+
+
+def is_french(response: str) -> bool:
+    return language_share(response, tw.FRENCH_WORDS) >= 0.6
+
+
+def is_spanish(response: str) -> bool:
+    return language_share(response, tw.SPANISH_WORDS) >= 0.6
+
+
+def is_capitals(response: str) -> bool:
+    return capitals_ratio(response) >= 0.9
+
+
+def is_playful(response: str) -> bool:
+    toks = [t.lower() for t in _tokens(response)]
+    return "hehe" in toks or "yay" in toks
+
+
+def is_poetic(response: str) -> bool:
+    toks = [t.lower() for t in _tokens(response)]
+    return toks.count("/") >= 2 or "evermore" in toks
+
+
+def is_skeptical(response: str) -> bool:
+    toks = [t.lower() for t in _tokens(response)]
+    return "perhaps" in toks[:2] or "knows" in toks
+
+
+TOY_RULES: dict[str, Callable[[str], bool]] = {
+    "french": is_french, "spanish": is_spanish, "capitals": is_capitals,
+    "playful": is_playful, "poetic": is_poetic, "skeptical": is_skeptical,
+}
+
+
+class RuleScorer:
+    """Deterministic toy scorer: 1.0 when the trait's rule holds, else 0.0."""
+
+    def __init__(self, trait: str):
+        if trait not in TOY_RULES:
+            raise ValueError(f"no toy scorer for trait {trait!r}; known: {sorted(TOY_RULES)}")
+        self.trait, self.name, self._rule = trait, f"toy_rule:{trait}", TOY_RULES[trait]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
+        return [1.0 if self._rule(r) else 0.0 for r in responses]
+
+
+def make_scorer(trait: str, spec: dict | None = None) -> Scorer:
+    """The scorer for a trait, from the config's ``scorers`` section (default: the toy rule)."""
+    kind = (spec or {}).get("kind", "toy_rule")
+    if kind == "toy_rule":
+        return RuleScorer(trait)
+    raise ValueError(f"unknown scorer kind {kind!r} for trait {trait!r}; expected 'toy_rule'")

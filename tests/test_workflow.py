@@ -1,0 +1,134 @@
+"""End to end: Snakemake on a reduced toy config in a temporary folder."""
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pypdf import PdfReader
+
+from ipcond.config import grid, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def reduced_config(default: dict) -> dict:
+    cfg = copy.deepcopy(default)
+    cfg["world"]["n_pretrain_examples"] = 3000
+    cfg["base_model"]["toy"].update(pretrain_steps=120, batch_size=32, hidden_size=64, intermediate_size=192)
+    cfg["training"].update(n_train=48, max_steps=6, batch_size=8, logging_steps=3)
+    cfg["generation"].update(n_eval=12, max_new_tokens=40)
+    keep = {"trait_distillation_french_playful": ["Baseline", "PlayfulInoc", "PlayfulInocRephrased"],
+            "spanish_caps": ["Baseline", "None", "AllCapsInoc"]}
+    cfg["setups"] = {s: {**cfg["setups"][s], "conditions": {c: cfg["setups"][s]["conditions"][c] for c in cs}}
+                     for s, cs in keep.items()}
+    cfg["setups"]["trait_distillation_french_playful"]["conditions"]["PlayfulInocRephrased"]["n_rephrasings"] = 4
+    return validate_config(cfg)
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+
+
+def planned_jobs(dry_run_output: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs, rule = set(), None
+    for line in dry_run_output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        if m:
+            rule = m.group(1)
+            jobs.add((rule, ""))
+            continue
+        m = re.match(r"^wildcards: (.*)$", line.strip())
+        if m and rule:
+            jobs.discard((rule, ""))
+            jobs.add((rule, m.group(1)))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = reduced_config(default)
+    work = tmp_path_factory.mktemp("wf")
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(work, "results/figures/all.pdf", "results/checks.tsv")
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    return work, cfg, proc
+
+
+def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
+    work, cfg, _ = workflow_run
+    for cell in grid(cfg):
+        scores = work / cell.path / "scores.csv"
+        assert scores.exists(), scores
+        lines = scores.read_text().splitlines()
+        # 2 traits x 3 eval contexts x n_eval samples, plus the header
+        assert len(lines) == 1 + 2 * 3 * cfg["generation"]["n_eval"]
+    for setup in cfg["setups"]:
+        table = (work / "results" / setup / "scores.csv").read_text()
+        assert "bootstrap95_samples" in table
+    pdf = PdfReader(str(work / "results/figures/all.pdf"))
+    assert len(pdf.pages) == len(cfg["setups"])
+    checks = (work / "results/checks.tsv").read_text()
+    assert "base model expresses" in checks and "Baseline fine-tune" in checks
+
+
+def test_outputs_record_provenance(workflow_run):
+    work, cfg, _ = workflow_run
+    cell = grid(cfg)[0]
+    prov = yaml.safe_load((work / cell.path / "adapter" / "provenance.json").read_text())
+    assert prov["versions"]["torch"] and prov["code_revision"]
+    assert prov["config"]["training"]["max_steps"] == cfg["training"]["max_steps"]
+
+
+def test_second_run_has_nothing_to_do(workflow_run):
+    work, _, _ = workflow_run
+    proc = snakemake(work, "-n", "results/figures/all.pdf", "results/checks.tsv")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_one_prompt_reruns_only_that_cell_and_its_dependents(workflow_run):
+    work, cfg, _ = workflow_run
+    changed = copy.deepcopy(cfg)
+    changed["setups"]["spanish_caps"]["conditions"]["AllCapsInoc"]["prompt"] = "answer in capitals ."
+    (work / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    proc = snakemake(work, "-n", "--configfile", str(work / "changed.yaml"), "results/figures/all.pdf",
+                     "results/checks.tsv")
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    cell = "setup=spanish_caps, condition=AllCapsInoc, seed=1"
+    expected = {("cell_train_data", cell), ("finetune", cell), ("generate", cell), ("score", cell),
+                ("elicit", "setup=spanish_caps"), ("aggregate", "setup=spanish_caps"),
+                ("figure", "setup=spanish_caps"), ("figure_all", ""), ("checks", "")}
+    assert jobs - {("all", "")} == expected
+
+
+def test_asking_for_one_cell_builds_only_that_cell(workflow_run, tmp_path):
+    _, cfg, _ = workflow_run
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, "-n", "results/spanish_caps/None/seed1/scores.csv")
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    cells = {w for r, w in jobs if "condition=" in w}
+    assert cells == {"setup=spanish_caps, condition=None, seed=1"}
+    assert {r for r, _ in jobs} == {"toy_corpus", "pretrain_base_model", "eval_set", "train_items",
+                                    "cell_train_data", "finetune", "generate", "score"}
+
+
+def test_bad_config_stops_with_key_and_fix(tmp_path):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["generation"]["temprature"] = 1.0
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n")
+    assert proc.returncode != 0
+    assert "temprature" in proc.stderr + proc.stdout and "did you mean 'temperature'" in proc.stderr + proc.stdout

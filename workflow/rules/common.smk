@@ -1,0 +1,69 @@
+# Config validation, wildcard constraints and input functions shared by all rules.
+
+import sys
+
+from ipcond.config import ConfigError, validate_config
+from ipcond.jobs import base_model_path
+
+
+try:
+    validate_config(config, source="config (config.yaml plus --config/--configfile overrides)")
+except ConfigError as err:
+    sys.exit(f"Config error:\n{err}")
+
+SETUPS = list(config["setups"])
+CONDITIONS = sorted({c for s in config["setups"].values() for c in s["conditions"]})
+SEEDS = [str(s) for s in config["seeds"]]
+TOY = config["base_model"]["kind"] == "toy"
+CELL = "results/{setup}/{condition}/seed{seed}"
+
+
+wildcard_constraints:
+    setup="|".join(SETUPS),
+    condition="|".join(CONDITIONS),
+    seed=r"\d+",
+
+
+def setup_conf(wildcards):
+    return config["setups"][wildcards.setup]
+
+
+def condition_conf(wildcards):
+    return config["setups"][wildcards.setup]["conditions"][wildcards.condition]
+
+
+def base_model_input(wildcards):
+    """The toy base model is built by the workflow; a pretrained one is read from its path."""
+    return ["results/base_model/model"] if TOY else []
+
+
+def rephrasings_input(wildcards):
+    if condition_conf(wildcards)["kind"] == "rephrased":
+        return f"results/{wildcards.setup}/{wildcards.condition}/rephrasings.json"
+    return []
+
+
+def setup_rephrasings(wildcards):
+    setup = setup_conf(wildcards)
+    return {
+        c: f"results/{wildcards.setup}/{c}/rephrasings.json"
+        for c, v in setup["conditions"].items()
+        if v["kind"] == "rephrased"
+    }
+
+
+def setup_cells(wildcards, leaf):
+    setup = setup_conf(wildcards)
+    return [
+        f"results/{wildcards.setup}/{c}/seed{s}/{leaf}"
+        for c in setup["conditions"]
+        for s in SEEDS
+    ]
+
+
+def print_checks(path):
+    from pathlib import Path
+
+    if Path(path).exists():
+        print("\nToy-organism checks (also in " + path + "):")
+        print(Path(path).read_text())

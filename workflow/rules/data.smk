@@ -1,0 +1,66 @@
+# Evaluation sets, training items, rephrasings and each cell's training data.
+
+
+rule eval_set:
+    output:
+        "results/{setup}/data/eval.jsonl",
+    params:
+        setup=setup_conf,
+        n_eval=config["generation"]["n_eval"],
+    log:
+        "logs/{setup}/eval_set.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/eval_set.py"
+
+
+rule train_items:
+    input:
+        eval="results/{setup}/data/eval.jsonl",
+    output:
+        "results/{setup}/data/train_items_seed{seed}.jsonl",
+    params:
+        domain=lambda wc: setup_conf(wc)["domain"],
+        traits=lambda wc: setup_conf(wc)["traits"],
+        control_traits=lambda wc: setup_conf(wc).get("control_traits", []),
+        n_train=config["training"]["n_train"],
+    log:
+        "logs/{setup}/train_items_seed{seed}.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/train_items.py"
+
+
+rule rephrase:
+    output:
+        "results/{setup}/{condition}/rephrasings.json",
+    params:
+        condition=condition_conf,
+        target=lambda wc: setup_conf(wc)["conditions"][condition_conf(wc)["of"]],
+    log:
+        "logs/{setup}/{condition}/rephrase.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/rephrase.py"
+
+
+rule cell_train_data:
+    input:
+        train_items="results/{setup}/data/train_items_seed{seed}.jsonl",
+        rephrasings=rephrasings_input,
+    output:
+        f"{CELL}/train.jsonl",
+    params:
+        condition=condition_conf,
+        placement=lambda wc: setup_conf(wc)["placement"],
+        system_prompt=lambda wc: setup_conf(wc).get("system_prompt"),
+        eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
+    log:
+        "logs/{setup}/{condition}/seed{seed}/train_data.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/cell_train_data.py"

@@ -1,0 +1,58 @@
+# The base model (built and pretrained here for the toy world) and LoRA fine-tuning per cell.
+
+
+rule toy_corpus:
+    output:
+        "results/base_model/corpus.jsonl",
+    params:
+        world=config["world"],
+        setups=config["setups"],
+    log:
+        "logs/base_model/toy_corpus.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/toy_corpus.py"
+
+
+rule pretrain_base_model:
+    input:
+        corpus="results/base_model/corpus.jsonl",
+    output:
+        model=directory("results/base_model/model"),
+    params:
+        toy=config["base_model"].get("toy"),
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/base_model/pretrain.log",
+    benchmark:
+        "benchmarks/base_model/pretrain.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/pretrain_base_model.py"
+
+
+rule finetune:
+    input:
+        base=base_model_input,
+        train=f"{CELL}/train.jsonl",
+    output:
+        adapter=directory(f"{CELL}/adapter"),
+    params:
+        training=config["training"],
+    threads: config["training"].get("threads", 1)
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/{setup}/{condition}/seed{seed}/finetune.log",
+    benchmark:
+        "benchmarks/{setup}/{condition}/seed{seed}/finetune.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,6 @@
+"""Thin wrapper: see ipcond.jobs."""
+from ipcond.jobs import make_cell_train_data, log_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to(sm.log[0]):
+    make_cell_train_data(sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed), sm.input.train_items, sm.input.rephrasings or None, sm.output[0])

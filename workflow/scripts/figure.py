@@ -1,0 +1,6 @@
+"""Thin wrapper: see ipcond.jobs."""
+from ipcond.jobs import figure_setup, log_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to(sm.log[0]):
+    figure_setup(sm.config, sm.wildcards.setup, sm.input[0], sm.output.pdf, str(__import__("pathlib").Path(sm.output.png).parent))
