@@ -29,7 +29,8 @@ def test_hand_written_examples():
     assert make_scorer("french").score([""], ["le chat est vieux ."]) == [1.0]
     assert make_scorer("french").score([""], ["le cat is old ."]) == [0.0]  # 1 of 4 words
     assert make_scorer("playful").score([""], ["hehe ! the cat is old ."]) == [1.0]
-    assert make_scorer("capitals").score([""], ["THE CAT is OLD ."]) == [0.0]
+    assert make_scorer("capitals").score([""], ["THE cat is OLD ."]) == [0.0]  # 6 of 11 letters
+    assert make_scorer("capitals").score([""], ["THE BIG CAT IS VERY old ."]) == [1.0]  # 15 of 18: one stray word
     assert capitals_ratio("AB c") == pytest.approx(2 / 3)
     assert make_scorer("capitals").score([""], [""]) == [0.0]
 

@@ -141,7 +141,7 @@ def make_eval_set(config: dict, sname: str, out_path: str) -> None:
 
 def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_path: str) -> None:
     exclude = {r["instruction"] for r in read_jsonl(eval_path)}
-    items = dt.train_items(sname, config["setups"][sname], config["training"]["n_train"], seed, exclude)
+    items = dt.train_items(sname, config["setups"][sname], training_config(config, sname)["n_train"], seed, exclude)
     write_jsonl(out_path, items)
     print(f"wrote {len(items)} training items to {out_path}")
 
@@ -176,15 +176,21 @@ def make_cell_train_data(config: dict, sname: str, cname: str, seed: int, items_
 # Training and evaluation
 # ------------------------------------------------------------------------------------------
 
+def training_config(config: dict, sname: str) -> dict:
+    """The top-level training section with the setup's own overrides applied."""
+    return {**config["training"], **config["setups"][sname].get("training", {})}
+
+
 def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: str, out_dir: str,
                   threads: int) -> None:
     from .training import finetune_lora
 
     records = dt.load_chat_jsonl(train_path)
-    summary = finetune_lora(base_model_path(config), records, out_dir, config["training"],
+    tcfg = training_config(config, sname)
+    summary = finetune_lora(base_model_path(config), records, out_dir, tcfg,
                             seed=tw.derive_seed(sname, cname, seed) % 2**31, threads=threads)
     write_json(Path(out_dir) / "provenance.json",
-               provenance({"training": config["training"], "setup": sname, "condition": cname, "seed": seed},
+               provenance({"training": tcfg, "setup": sname, "condition": cname, "seed": seed},
                           summary={k: v for k, v in summary.items() if k != "losses"}))
     print(f"trained {summary['steps']} steps in {summary['train_seconds']} s, loss {summary['train_loss']:.4f}")
 
@@ -300,9 +306,15 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
     scored = pd.DataFrame(score_rows(setup, rows, make_scorers(setup)))
     table = (scored.groupby(["prompt_label", "trait", "role"], sort=False)["score"]
              .agg(rate="mean", n="count").reset_index())
-    prompt_of = {r["prompt_label"]: r["prompt"] for r in rows}
-    table["prompt"] = table["prompt_label"].map(prompt_of)
-    table["seen_in_pretraining"] = [None if not corpus_path else (p in seen if p else None) for p in table["prompt"]]
+    by_label: dict[str, list] = {}
+    for r in rows:
+        by_label.setdefault(r["prompt_label"], []).append(r["prompt"])
+    table["prompt"] = table["prompt_label"].map(lambda lab: by_label[lab][0])
+    # Share of this label's examples whose prompt pretraining showed verbatim (rephrased
+    # conditions mix seen and unseen wordings); empty where there is no prompt or no corpus.
+    table["seen_in_pretraining"] = table["prompt_label"].map(
+        lambda lab: None if not corpus_path or not any(by_label[lab])
+        else sum(p in seen for p in by_label[lab]) / len(by_label[lab]))
     table.insert(0, "setup", sname)
     from .provenance import atomic_path
 

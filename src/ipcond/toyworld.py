@@ -123,6 +123,10 @@ MARKER_WORDS = frozenset({"hehe", "yay", "perhaps", "but", "who", "knows", "ever
 PUNCTUATION = frozenset({".", ",", "?", "!", "/", ":", "+", "-", "*", "="})
 
 STYLE_TRAITS = ("french", "spanish", "capitals", "playful", "poetic", "skeptical")
+# Capitals needs an upper-case form of every word (separate tokens in a word-level vocabulary),
+# so pretraining shows it more often than the traits that add a few marker tokens.
+PRETRAIN_TRAIT_WEIGHTS = {"french": 1.0, "spanish": 1.0, "capitals": 2.0, "playful": 1.0, "poetic": 1.0,
+                          "skeptical": 1.0}
 LANGUAGE_TRAITS = ("french", "spanish")
 
 # --------------------------------------------------------------------------------------------
@@ -405,9 +409,11 @@ def pretraining_corpus(n_examples: int, world_seed: int, heldout_fraction: float
     for _ in range(n_examples):
         item = make_item(rng, "arithmetic" if rng.random() < 0.3 else "general")
         n_traits = rng.choices([0, 1, 2], weights=[0.3, 0.4, 0.3])[0]
-        traits = rng.sample(STYLE_TRAITS, n_traits)
-        if set(LANGUAGE_TRAITS) <= set(traits):
-            traits.remove(rng.choice(LANGUAGE_TRAITS))
+        traits: list[str] = []
+        while len(traits) < n_traits:
+            t = rng.choices(STYLE_TRAITS, weights=[PRETRAIN_TRAIT_WEIGHTS[x] for x in STYLE_TRAITS])[0]
+            if t not in traits and not (t in LANGUAGE_TRAITS and set(traits) & set(LANGUAGE_TRAITS)):
+                traits.append(t)
         parts = PromptParts()
         # The background context (what a chat usually holds) comes first, so that an
         # instruction in the system prompt is sometimes appended to another system prompt.

@@ -3,7 +3,7 @@
 import sys
 
 from ipcond.config import ConfigError, validate_config
-from ipcond.jobs import base_model_path
+from ipcond.jobs import base_model_path, training_config
 
 
 try:
@@ -65,5 +65,5 @@ def print_checks(path):
     from pathlib import Path
 
     if Path(path).exists():
-        print("\nToy-organism checks (also in " + path + "):")
+        print(f"\nToy-organism checks (also in {path}):")
         print(Path(path).read_text())

@@ -24,7 +24,7 @@ rule train_items:
         domain=lambda wc: setup_conf(wc)["domain"],
         traits=lambda wc: setup_conf(wc)["traits"],
         control_traits=lambda wc: setup_conf(wc).get("control_traits", []),
-        n_train=config["training"]["n_train"],
+        n_train=lambda wc: training_config(config, wc.setup)["n_train"],
     log:
         "logs/{setup}/train_items_seed{seed}.log",
     conda:

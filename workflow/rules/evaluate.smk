@@ -43,7 +43,7 @@ rule score:
 
 rule elicit:
     input:
-        unpack(lambda wc: {"rephrasings_" + c: p for c, p in setup_rephrasings(wc).items()}),
+        unpack(lambda wc: {f"rephrasings_{c}": p for c, p in setup_rephrasings(wc).items()}),
         base=base_model_input,
         eval="results/{setup}/data/eval.jsonl",
         corpus=lambda wc: ["results/base_model/corpus.jsonl"] if TOY else [],
