@@ -242,20 +242,38 @@ def score_rows(setup: dict, rows: list[dict], scorers: dict) -> list[dict]:
     return out
 
 
-def make_scorers(setup: dict) -> dict:
+def make_scorers(config: dict, setup: dict) -> dict:
     from .scoring import make_scorer
 
-    return {setup["traits"][r]["name"]: make_scorer(setup["traits"][r]["name"]) for r in ("positive", "negative")}
+    specs = config.get("scorers", {})
+    judge = config.get("judge")
+    cache = judge.get("cache", "results/judge_cache.sqlite") if judge else None
+    return {t: make_scorer(t, specs.get(t), judge, cache)
+            for t in (setup["traits"][r]["name"] for r in ("positive", "negative"))}
 
 
-def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, out_path: str) -> None:
+def write_scorer_accounting(scorers: dict, out_path: str) -> None:
+    """Judge calls, cache hits, tokens and cost of this job (zeros for rule scorers)."""
+    acct = {}
+    for trait, s in scorers.items():
+        acct[trait] = {"scorer": s.name, **(s.accounting() if hasattr(s, "accounting") else {"calls": 0})}
+        if hasattr(s, "close"):
+            s.close()
+    write_json(out_path, acct)
+
+
+def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, out_path: str,
+               accounting_path: str) -> None:
     import csv
 
     setup = config["setups"][sname]
     rows = read_jsonl(gens_path)
-    scored = score_rows(setup, rows, make_scorers(setup))
+    scorers = make_scorers(config, setup)
+    scored = score_rows(setup, rows, scorers)
+    write_scorer_accounting(scorers, accounting_path)
     kind = setup["conditions"][cname]["kind"]
-    fields = ["setup", "condition", "condition_kind", "seed", "eval_context", "sample_id", "trait", "role", "score"]
+    fields = ["setup", "condition", "condition_kind", "seed", "eval_context", "sample_id", "trait", "role", "score",
+              "scorer"]
     from .provenance import atomic_path
 
     with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:
@@ -264,7 +282,8 @@ def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, 
         for r in scored:
             w.writerow({"setup": sname, "condition": cname, "condition_kind": kind, "seed": seed,
                         "eval_context": r["eval_context"], "sample_id": r["sample_id"], "trait": r["trait"],
-                        "role": r["role"], "score": "" if r["score"] is None else r["score"]})
+                        "role": r["role"], "score": "" if r["score"] is None else r["score"],
+                        "scorer": scorers[r["trait"]].name})
     print(f"scored {len(rows)} generations x 2 traits")
 
 
@@ -303,7 +322,9 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
         rows += [{"prompt_label": label, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
                   "response": o} for it, p, o in zip(items, prompts, outs)]
     write_jsonl(gens_path, rows)
-    scored = pd.DataFrame(score_rows(setup, rows, make_scorers(setup)))
+    scorers = make_scorers(config, setup)
+    scored = pd.DataFrame(score_rows(setup, rows, scorers))
+    write_scorer_accounting(scorers, str(Path(out_csv).with_suffix(".accounting.json")))
     table = (scored.groupby(["prompt_label", "trait", "role"], sort=False)["score"]
              .agg(rate="mean", n="count").reset_index())
     by_label: dict[str, list] = {}

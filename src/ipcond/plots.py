@@ -14,10 +14,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pandas as pd
 from matplotlib import patheffects
@@ -25,6 +23,8 @@ from plotnine import (aes, annotate, coord_cartesian, element_text, facet_wrap, 
                       geom_errorbarh, geom_point, geom_text, ggplot, guides, guide_legend, labs,
                       save_as_pdf_pages, scale_color_manual, scale_shape_manual,
                       scale_x_continuous, scale_y_continuous, theme, theme_bw)
+
+from .provenance import atomic_path
 
 # Fixed mappings so a kind has the same colour and marker in every setup (Okabe-Ito palette,
 # which stays distinguishable for common colour-vision deficiencies; shapes double-encode).
@@ -274,22 +274,6 @@ def trait_scatter(agg: pd.DataFrame, setup_name: str, positive_trait: str, negat
 # Files
 # --------------------------------------------------------------------------------------------
 
-@contextmanager
-def _atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_figures(plots: Sequence[ggplot], pdf_path: str | os.PathLike,
                  png_dir: str | os.PathLike | None = None,
                  png_names: Sequence[str] | None = None, dpi: int = 150) -> list[Path]:
@@ -306,7 +290,7 @@ def save_figures(plots: Sequence[ggplot], pdf_path: str | os.PathLike,
     pdf_path = Path(pdf_path)
     # Draw copies: plotnine keeps the drawn figure on a ggplot object, and drawing the same
     # object again (PDF page, then PNG) overplots text with a stale layout.
-    with _atomic_path(pdf_path, ".pdf") as tmp:
+    with atomic_path(pdf_path, ".pdf") as tmp:
         save_as_pdf_pages([copy.deepcopy(p) for p in plots], filename=tmp, verbose=False)
     written = [pdf_path]
     if png_dir is not None:
@@ -314,7 +298,7 @@ def save_figures(plots: Sequence[ggplot], pdf_path: str | os.PathLike,
         for i, plot in enumerate(plots):
             name = png_names[i] if png_names is not None else f"{pdf_path.stem}-{i + 1:02d}.png"
             target = png_dir / name
-            with _atomic_path(target, ".png") as tmp:
+            with atomic_path(target, ".png") as tmp:
                 copy.deepcopy(plot).save(tmp, dpi=dpi, verbose=False)
             written.append(target)
     return written
@@ -332,7 +316,7 @@ def merge_pdfs(pdf_paths: Sequence[str | os.PathLike], out_path: str | os.PathLi
     try:
         for p in pdf_paths:
             writer.append(str(p))
-        with _atomic_path(out_path, ".pdf") as tmp:
+        with atomic_path(out_path, ".pdf") as tmp:
             with open(tmp, "wb") as fh:
                 writer.write(fh)
     finally:

@@ -87,9 +87,52 @@ class RuleScorer:
         return [1.0 if self._rule(r) else 0.0 for r in responses]
 
 
-def make_scorer(trait: str, spec: dict | None = None) -> Scorer:
-    """The scorer for a trait, from the config's ``scorers`` section (default: the toy rule)."""
-    kind = (spec or {}).get("kind", "toy_rule")
+class LangIdScorer:
+    """Offline language identification (py3langid; its model ships inside the wheel).
+
+    1.0 when the most likely language of the response is ``language`` (an ISO 639-1 code).
+    """
+
+    def __init__(self, trait: str, language: str):
+        import py3langid
+
+        self.trait, self.language, self.name = trait, language, f"langid:{language}"
+        self._classify = py3langid.classify
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
+        return [None if not r.strip() else float(self._classify(r)[0] == self.language) for r in responses]
+
+
+SCORER_KINDS = ("toy_rule", "langid", "llm_judge", "moderation", "mbpp_exec")
+
+
+def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
+                cache_path: str | None = None) -> Scorer:
+    """The scorer for a trait, from the config's ``scorers`` section (default: the toy rule).
+
+    ``judge`` is the config's ``judge`` section (endpoint, model, limits; never the key, which is
+    read from the environment variable it names); ``cache_path`` is the judge cache.
+    """
+    spec = spec or {}
+    kind = spec.get("kind", "toy_rule")
     if kind == "toy_rule":
         return RuleScorer(trait)
-    raise ValueError(f"unknown scorer kind {kind!r} for trait {trait!r}; expected 'toy_rule'")
+    if kind == "langid":
+        return LangIdScorer(trait, spec["language"])
+    if kind in ("llm_judge", "moderation"):
+        from .judging import JudgeConfig, JudgeScorer, ModerationScorer
+
+        if not judge:
+            raise ValueError(f"scorers.{trait} uses kind '{kind}' but the config has no 'judge' section; "
+                             "add judge.base_url and judge.model")
+        if not cache_path:
+            raise ValueError("a judge scorer needs a cache path (config judge.cache)")
+        cfg = JudgeConfig.from_dict({k: v for k, v in judge.items() if k != "cache"})
+        if kind == "moderation":
+            return ModerationScorer(trait, spec.get("category", "harassment"), config=cfg, cache_path=cache_path,
+                                    threshold=spec.get("threshold"))
+        if "template" in spec:
+            return JudgeScorer(trait, spec["template"], cfg, cache_path, spec.get("judge_kind", "logprob_0_100"),
+                               spec.get("threshold"), template_params=spec.get("template_params"))
+        return JudgeScorer.for_trait(trait, cfg, cache_path, threshold=spec.get("threshold"))
+    raise ValueError(f"unknown scorer kind {kind!r} for trait {trait!r}; expected one of {SCORER_KINDS}")

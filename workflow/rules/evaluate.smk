@@ -30,9 +30,12 @@ rule score:
     input:
         f"{CELL}/generations.jsonl",
     output:
-        f"{CELL}/scores.csv",
+        scores=f"{CELL}/scores.csv",
+        accounting=f"{CELL}/scores.accounting.json",
     params:
         traits=lambda wc: setup_conf(wc)["traits"],
+        scorers=config.get("scorers", {}),
+        judge=config.get("judge", {}),
     log:
         "logs/{setup}/{condition}/seed{seed}/score.log",
     conda:

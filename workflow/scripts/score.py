@@ -1,6 +1,7 @@
 """Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import score_cell, log_to
+from ipcond.jobs import log_to, score_cell
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):
-    score_cell(sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed), sm.input[0], sm.output[0])
+    score_cell(sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed), sm.input[0],
+               sm.output.scores, sm.output.accounting)
