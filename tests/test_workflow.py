@@ -132,3 +132,48 @@ def test_bad_config_stops_with_key_and_fix(tmp_path):
     proc = snakemake(tmp_path, "-n")
     assert proc.returncode != 0
     assert "temprature" in proc.stderr + proc.stdout and "did you mean 'temperature'" in proc.stderr + proc.stdout
+
+
+def test_llm_judge_scoring_through_the_workflow_leaks_no_key_and_caches(workflow_run, tmp_path):
+    """Score every cell with an LLM judge on a local server speaking the chat completions format."""
+    import json
+    import shutil
+
+    from fake_openai_server import FakeOpenAIServer
+
+    src, cfg, _ = workflow_run
+    work = tmp_path / "judged"
+    shutil.copytree(src, work, symlinks=True)
+    key = "sk-test-WORKFLOW-SECRET-987"
+    with FakeOpenAIServer(api_key=key) as server:
+        judged = copy.deepcopy(cfg)
+        judged["judge"] = {"base_url": server.base_url, "model": "judge-model", "api_key_env": "IPCOND_TEST_JUDGE_KEY",
+                           "max_concurrency": 4, "timeout_s": 5, "backoff_base_s": 0.01,
+                           "cache": "results/judge_cache.sqlite"}
+        judged["scorers"] = {t: {"kind": "llm_judge", "threshold": 50}
+                             for s in cfg["setups"].values() for t in (s["traits"]["positive"]["name"],
+                                                                       s["traits"]["negative"]["name"])}
+        (work / "judged.yaml").write_text(yaml.safe_dump(judged, sort_keys=False))
+        os.environ["IPCOND_TEST_JUDGE_KEY"] = key
+        try:
+            proc = snakemake(work, "--configfile", str(work / "judged.yaml"), "results/figures/all.pdf")
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            first_calls = server.n_requests()
+            cell = grid(cfg)[0]
+            acct = json.loads((work / cell.path / "scores.accounting.json").read_text())
+            assert all(a["calls"] > 0 and a["scorer"].startswith("llm_judge:") for a in acct.values())
+            assert "llm_judge:" in (work / cell.path / "scores.csv").read_text()
+            # A forced re-run of the scoring pays for nothing: everything is in the judge cache.
+            proc = snakemake(work, "--configfile", str(work / "judged.yaml"), "--forcerun", "score",
+                             "results/figures/all.pdf")
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert server.n_requests() == first_calls
+            acct = json.loads((work / cell.path / "scores.accounting.json").read_text())
+            assert all(a["calls"] == 0 and a["cache_hits"] > 0 for a in acct.values())
+        finally:
+            del os.environ["IPCOND_TEST_JUDGE_KEY"]
+    assert first_calls > 0
+    # The key is nowhere in what the workflow wrote: results, logs, benchmarks, Snakemake metadata.
+    for path in work.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path

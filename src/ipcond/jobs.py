@@ -221,12 +221,20 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
     contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
     backend = _backend(config, adapter, threads)
     rows = []
+    done: dict[tuple, list[str]] = {}
     for ctx, prompts in contexts.items():
-        convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
-        outs = generate_all(backend, convs, _sampling(config, sname, cname, seed, ctx))
+        # Contexts with the same prompts (Baseline's train and default, None's train and none) are
+        # sampled once: the same conversations under the same model give the same distribution.
+        key = tuple(prompts)
+        if key not in done:
+            convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
+            done[key] = generate_all(backend, convs, _sampling(config, sname, cname, seed, ctx))
+            print(f"{ctx}: {len(done[key])} generations")
+        else:
+            print(f"{ctx}: same prompts as an earlier context, generations reused")
+        outs = done[key]
         rows += [{"eval_context": ctx, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
                   "response": o} for it, p, o in zip(items, prompts, outs)]
-        print(f"{ctx}: {len(outs)} generations")
     write_jsonl(out_path, rows)
     write_json(out_path + ".provenance.json", provenance({"generation": config["generation"]}, backend=backend.info()))
 
