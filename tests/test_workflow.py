@@ -73,9 +73,14 @@ def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
         lines = scores.read_text().splitlines()
         # 2 traits x 3 eval contexts x n_eval samples, plus the header
         assert len(lines) == 1 + 2 * 3 * cfg["generation"]["n_eval"]
-    for setup in cfg["setups"]:
-        table = (work / "results" / setup / "scores.csv").read_text()
-        assert "bootstrap95_samples" in table
+    from ipcond.jobs import read_table
+
+    for setup, spec in cfg["setups"].items():
+        table = read_table(work / "results" / setup / "scores.csv")
+        assert set(table["interval"]) == {"bootstrap95_samples"}
+        # every condition (the one named "None" too) x 3 eval contexts x 2 traits
+        assert sorted(set(table["condition"])) == sorted(spec["conditions"])
+        assert len(table) == len(spec["conditions"]) * 3 * 2
     pdf = PdfReader(str(work / "results/figures/all.pdf"))
     assert len(pdf.pages) == len(cfg["setups"])
     checks = (work / "results/checks.tsv").read_text()

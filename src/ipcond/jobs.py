@@ -356,6 +356,14 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
 # Aggregation, checks, figures
 # ------------------------------------------------------------------------------------------
 
+def read_table(path: str):
+    """Read one of the workflow's CSV tables. Only empty cells are missing values: pandas would
+    otherwise read the condition named "None" (the post's name) as NaN and drop it silently."""
+    import pandas as pd
+
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
 def aggregate_setup(config: dict, sname: str, score_paths: list[str], elicitation_csv: str,
                     out_csv: str, checks_path: str) -> None:
     import pandas as pd
@@ -363,11 +371,11 @@ def aggregate_setup(config: dict, sname: str, score_paths: list[str], elicitatio
     from .provenance import atomic_path
     from .stats import aggregate_scores
 
-    samples = pd.concat([pd.read_csv(p) for p in score_paths], ignore_index=True)
+    samples = pd.concat([read_table(p) for p in score_paths], ignore_index=True)
     agg = aggregate_scores(samples)
     with atomic_path(out_csv) as tmp:
         agg.to_csv(tmp, index=False)
-    checks = setup_checks(config, sname, agg, pd.read_csv(elicitation_csv))
+    checks = setup_checks(config, sname, agg, read_table(elicitation_csv))
     write_json(checks_path, checks)
     print(agg.to_string(index=False))
     for c in checks["checks"]:
@@ -414,7 +422,7 @@ def figure_setup(config: dict, sname: str, agg_csv: str, pdf_path: str, png_dir:
     from .plots import save_figures, trait_scatter
 
     setup = config["setups"][sname]
-    agg = pd.read_csv(agg_csv)
+    agg = read_table(agg_csv)
     plot = trait_scatter(agg, sname, setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"],
                          title=setup.get("title"))
     save_figures([plot], pdf_path, png_dir=png_dir)
