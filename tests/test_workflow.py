@@ -28,6 +28,8 @@ def reduced_config(default: dict) -> dict:
     cfg["setups"] = {s: {**cfg["setups"][s], "conditions": {c: cfg["setups"][s]["conditions"][c] for c in cs}}
                      for s, cs in keep.items()}
     cfg["setups"]["trait_distillation_french_playful"]["conditions"]["PlayfulInocRephrased"]["n_rephrasings"] = 4
+    for setup in cfg["setups"].values():
+        setup.pop("training", None)  # the per-setup overrides would undo the reduction
     return validate_config(cfg)
 
 
