@@ -109,8 +109,9 @@ def test_changing_one_prompt_reruns_only_that_cell_and_its_dependents(workflow_r
     changed = copy.deepcopy(cfg)
     changed["setups"]["spanish_caps"]["conditions"]["AllCapsInoc"]["prompt"] = "answer in capitals ."
     (work / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
-    proc = snakemake(work, "-n", "--configfile", str(work / "changed.yaml"), "results/figures/all.pdf",
-                     "results/checks.tsv")
+    # Targets first: --configfile takes several values and would swallow them.
+    proc = snakemake(work, "-n", "results/figures/all.pdf", "results/checks.tsv",
+                     "--configfile", str(work / "changed.yaml"))
     assert proc.returncode == 0, proc.stderr
     jobs = planned_jobs(proc.stdout + proc.stderr)
     cell = "setup=spanish_caps, condition=AllCapsInoc, seed=1"
@@ -163,7 +164,7 @@ def test_llm_judge_scoring_through_the_workflow_leaks_no_key_and_caches(workflow
         (work / "judged.yaml").write_text(yaml.safe_dump(judged, sort_keys=False))
         os.environ["IPCOND_TEST_JUDGE_KEY"] = key
         try:
-            proc = snakemake(work, "--configfile", str(work / "judged.yaml"), "results/figures/all.pdf")
+            proc = snakemake(work, "results/figures/all.pdf", "--configfile", str(work / "judged.yaml"))
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
             first_calls = server.n_requests()
             cell = grid(cfg)[0]
@@ -171,8 +172,8 @@ def test_llm_judge_scoring_through_the_workflow_leaks_no_key_and_caches(workflow
             assert all(a["calls"] > 0 and a["scorer"].startswith("llm_judge:") for a in acct.values())
             assert "llm_judge:" in (work / cell.path / "scores.csv").read_text()
             # A forced re-run of the scoring pays for nothing: everything is in the judge cache.
-            proc = snakemake(work, "--configfile", str(work / "judged.yaml"), "--forcerun", "score",
-                             "results/figures/all.pdf")
+            proc = snakemake(work, "results/figures/all.pdf", "--forcerun", "score",
+                             "--configfile", str(work / "judged.yaml"))
             assert proc.returncode == 0, proc.stderr[-3000:]
             assert server.n_requests() == first_calls
             acct = json.loads((work / cell.path / "scores.accounting.json").read_text())
