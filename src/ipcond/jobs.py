@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from . import data as dt
 from . import prompts as pr
@@ -53,40 +53,56 @@ def log_to(path: str | os.PathLike | None) -> Iterator[None]:
 # Base model
 # ------------------------------------------------------------------------------------------
 
-def all_condition_prompts(config: dict, kinds: set[str]) -> set[str]:
-    out = set()
-    for setup in config["setups"].values():
-        for cname, cond in setup["conditions"].items():
-            if cond["kind"] in kinds:
-                p = pr.condition_prompt(setup, cname)
-                if p:
-                    out.add(p)
-    return out
-
-
 def make_toy_corpus(config: dict, out_path: str) -> None:
+    """The toy base model's pretraining corpus, from the ``world`` section of the config alone.
+
+    The base model stands in for a pretrained LLM: the grid's conditions vary prompts on a fixed
+    model, so changing a condition's prompt must not rebuild it. What pretraining shows verbatim
+    (``world.pretrain_prompts``) and keeps out (``world.unseen_prompts``) is declared in the world;
+    ``results/{setup}/elicitation.csv`` reports, per condition prompt, whether pretraining saw it.
+    """
     world = config["world"]
-    seen_kinds = set(world["pretrain_condition_kinds"])
-    force: dict[str, list[str]] = {}
-    for setup in config["setups"].values():
-        for cond in setup["conditions"].values():
-            if cond["kind"] == "inoculation" and "inoculation" in seen_kinds:
-                force.setdefault(cond["trait"], []).append(cond["prompt"])
-        for role in ("positive", "negative"):  # the canonical trait instructions are always seen
-            t = setup["traits"][role]
-            force.setdefault(t["name"], []).append(t["instruction"])
-    seen_prompts = all_condition_prompts(config, seen_kinds - {"inoculation"})
-    unseen = all_condition_prompts(config, set(pr_kinds()) - seen_kinds) - seen_prompts
+    force = {trait: list(texts) for trait, texts in world["pretrain_prompts"].items()}
     records = tw.pretraining_corpus(world["n_pretrain_examples"], world["seed"],
-                                    world["heldout_wording_fraction"], force, seen_prompts, unseen)
+                                    world["heldout_wording_fraction"], force, [], world["unseen_prompts"])
     n = write_jsonl(out_path, records)
     print(f"wrote {n} pretraining records to {out_path}")
 
 
-def pr_kinds() -> tuple[str, ...]:
-    from .config import CONDITION_KINDS
+def toy_vocabulary_texts(world: dict) -> list[str]:
+    """Texts beyond the corpus whose words the toy tokenizer must know.
 
-    return CONDITION_KINDS
+    Every trait wording (held-out ones too: rephrasings use them) and the prompts kept out of
+    pretraining: the model knows their words but never saw those sentences.
+    """
+    texts = ["system user assistant"]
+    for trait in tw.STYLE_TRAITS:
+        texts += tw.trait_wordings(trait)
+    for prompts in world["pretrain_prompts"].values():
+        texts += prompts
+    texts += world["unseen_prompts"]
+    return texts
+
+
+def check_toy_vocabulary(tokenizer: Any, texts: dict[str, str | None]) -> None:
+    """Stop with a clear error when a prompt uses words the toy base model has never seen.
+
+    ``texts`` maps where a text comes from (a config key) to the text. Only word-level toy
+    tokenizers are checked; a real tokenizer has no unknown words.
+    """
+    vocab = tokenizer.get_vocab()
+    if "[UNK]" not in vocab and "<unk>" not in vocab:
+        return
+    problems = []
+    for where, text in texts.items():
+        unknown = [w for w in (text or "").split() if w not in vocab]
+        if unknown:
+            problems.append(f"  {where}: {text!r} uses unknown words {sorted(set(unknown))}")
+    if problems:
+        raise ValueError(
+            "prompts use words the toy base model's vocabulary does not have:\n" + "\n".join(problems)
+            + "\nFix: reword them with the toy world's words, or add the sentence to world.unseen_prompts "
+              "(pretraining then knows its words without seeing it; this rebuilds the base model)")
 
 
 def pretrain_base_model(config: dict, corpus_path: str, out_dir: str, threads: int) -> None:
@@ -99,16 +115,9 @@ def pretrain_base_model(config: dict, corpus_path: str, out_dir: str, threads: i
     torch.set_num_threads(threads)
     toy = config["base_model"]["toy"]
     corpus = read_jsonl(corpus_path)
-    texts = [m["content"] for r in corpus for m in r["messages"]]
-    # Every prompt the workflow will ever show must be in the vocabulary (as words the model has
-    # seen), even if pretraining never showed the exact sentence.
-    texts += ["system user assistant"]
-    for setup in config["setups"].values():
-        texts += [setup["eval_prompt"], setup.get("system_prompt") or ""]
-        texts += [t["instruction"] for t in setup["traits"].values()]
-        texts += [c.get("prompt", "") for c in setup["conditions"].values()]
-    for trait in tw.STYLE_TRAITS:
-        texts += tw.trait_wordings(trait)
+    # The vocabulary comes from the world alone (not the grid's prompts), so that changing a
+    # condition's prompt leaves the base model as it is; check_toy_vocabulary catches new words.
+    texts = [m["content"] for r in corpus for m in r["messages"]] + toy_vocabulary_texts(config["world"])
     with atomic_dir(out_dir) as tmp:
         tok = build_word_tokenizer(texts, tmp)
         model = build_toy_model(len(tok), toy, seed=config["world"]["seed"])
@@ -186,6 +195,10 @@ def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: s
     from .training import finetune_lora
 
     records = dt.load_chat_jsonl(train_path)
+    if config["base_model"]["kind"] == "toy":
+        from .modeling import load_tokenizer
+
+        check_toy_vocabulary(load_tokenizer(base_model_path(config)), cell_prompt_texts(config, sname, cname, records))
     tcfg = training_config(config, sname)
     summary = finetune_lora(base_model_path(config), records, out_dir, tcfg,
                             seed=tw.derive_seed(sname, cname, seed) % 2**31, threads=threads)
@@ -193,6 +206,15 @@ def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: s
                provenance({"training": tcfg, "setup": sname, "condition": cname, "seed": seed},
                           summary={k: v for k, v in summary.items() if k != "losses"}))
     print(f"trained {summary['steps']} steps in {summary['train_seconds']} s, loss {summary['train_loss']:.4f}")
+
+
+def cell_prompt_texts(config: dict, sname: str, cname: str, records: list[dict]) -> dict[str, str | None]:
+    """Where each distinct prompt text of a cell's training data comes from (for error messages)."""
+    setup = config["setups"][sname]
+    out: dict[str, str | None] = {f"setups.{sname}.system_prompt": setup.get("system_prompt")}
+    for p in dict.fromkeys(r.get("meta", {}).get("prompt") for r in records):
+        out[f"setups.{sname}.conditions.{cname} prompt {p!r}"] = p
+    return out
 
 
 def _sampling(config: dict, *seed_parts: object):
@@ -220,6 +242,11 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
     train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
     contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
     backend = _backend(config, adapter, threads)
+    if hasattr(backend, "tokenizer"):
+        check_toy_vocabulary(backend.tokenizer, {
+            f"setups.{sname}.eval_prompt": setup["eval_prompt"],
+            f"setups.{sname}.system_prompt": setup.get("system_prompt"),
+            **{f"setups.{sname}.conditions.{cname} prompt {p!r}": p for p in dict.fromkeys(train_prompts)}})
     rows = []
     done: dict[tuple, list[str]] = {}
     for ctx, prompts in contexts.items():
@@ -323,8 +350,14 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
     items = read_jsonl(eval_path)
     seen = tw.corpus_prompt_texts(read_jsonl(corpus_path)) if corpus_path else set()
     backend = _backend(config, None, threads)
+    labelled = elicitation_prompts(config, sname, rephrasing_paths)
+    if hasattr(backend, "tokenizer"):
+        check_toy_vocabulary(backend.tokenizer, {
+            f"setups.{sname}.eval_prompt": setup["eval_prompt"],
+            f"setups.{sname}.system_prompt": setup.get("system_prompt"),
+            **{f"setups.{sname} prompt {label!r}": p for label, ps in labelled.items() for p in dict.fromkeys(ps)}})
     rows = []
-    for label, prompts in elicitation_prompts(config, sname, rephrasing_paths).items():
+    for label, prompts in labelled.items():
         convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
         outs = generate_all(backend, convs, _sampling(config, sname, "elicitation", label))
         rows += [{"prompt_label": label, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],

@@ -28,6 +28,12 @@ def setup_conf(wildcards):
     return config["setups"][wildcards.setup]
 
 
+def setup_data_conf(wildcards):
+    """What a setup's eval and training items depend on: not its conditions, so that changing a
+    condition's prompt re-runs only that condition's cells."""
+    return {k: v for k, v in setup_conf(wildcards).items() if k not in ("conditions", "title")}
+
+
 def condition_conf(wildcards):
     return config["setups"][wildcards.setup]["conditions"][wildcards.condition]
 

@@ -5,7 +5,7 @@ rule eval_set:
     output:
         "results/{setup}/data/eval.jsonl",
     params:
-        setup=setup_conf,
+        setup=setup_data_conf,
         n_eval=config["generation"]["n_eval"],
     log:
         "logs/{setup}/eval_set.log",

@@ -6,7 +6,6 @@ rule toy_corpus:
         "results/base_model/corpus.jsonl",
     params:
         world=config["world"],
-        setups=config["setups"],
     log:
         "logs/base_model/toy_corpus.log",
     conda:
@@ -22,6 +21,7 @@ rule pretrain_base_model:
         model=directory("results/base_model/model"),
     params:
         toy=config["base_model"].get("toy"),
+        world=config["world"],
     threads: workflow.cores
     resources:
         mem_mb=4000,
