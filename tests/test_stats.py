@@ -220,3 +220,238 @@ def test_conditionalization_gap_rejects_duplicates():
                              eval_context="train", trait="t", role="positive", mean=0.1)] * 2)
     with pytest.raises(ValueError, match="duplicate"):
         conditionalization_gap(agg)
+
+
+# ---------------------------------------------------------------------------- conditions table
+
+
+def _conditions(setup="s", names=("Baseline", "None", "Inoc", "InocRephrased", "Irr"),
+                **overrides):
+    spec = {"Baseline": ("baseline", "", "", np.nan), "None": ("none", "", "", np.nan),
+            "Empty": ("empty", "", "", np.nan),
+            "Inoc": ("inoculation", "playful", "", 1),
+            "InocRephrased": ("rephrased", "", "Inoc", 8),
+            "Irr": ("irrelevant", "", "", np.nan)}
+    rows = [dict(setup=setup, condition=n, kind=spec[n][0], trait=spec[n][1], of=spec[n][2],
+                 n_rephrasings=spec[n][3], n_train=100, learning_rate=1e-4) for n in names]
+    df = pd.DataFrame(rows)
+    for k, v in overrides.items():
+        df[k] = v
+    return df
+
+
+def test_validate_conditions_normalises_and_names_missing_columns():
+    from ipcond.stats import CONDITION_COLUMNS, validate_conditions
+
+    c = _conditions()
+    c.loc[c["condition"] == "None", "trait"] = np.nan
+    out = validate_conditions(c)
+    assert list(out.columns[:len(CONDITION_COLUMNS)]) == list(CONDITION_COLUMNS)
+    assert out.loc[out["condition"] == "None", "trait"].iloc[0] == ""
+    assert out["n_train"].dtype == float
+    with pytest.raises(ValueError, match="learning_rate"):
+        validate_conditions(c.drop(columns=["learning_rate"]))
+    with pytest.raises(ValueError, match="of="):
+        validate_conditions(c.assign(of=np.where(c["kind"] == "rephrased", "Nope", "")))
+    with pytest.raises(ValueError, match="unknown kind"):
+        validate_conditions(c.assign(kind="weird"))
+    with pytest.raises(ValueError, match="duplicate"):
+        validate_conditions(pd.concat([c, c.iloc[:1]]))
+
+
+# ---------------------------------------------------------------------------- summary effects
+
+
+def _cell(condition, kind, trait, role, scores, seed=1, setup="s", context="default"):
+    return _rows(setup, condition, kind, seed, context, trait, role, scores)
+
+
+def _one_seed_samples():
+    rows = []
+    for cond, kind, fr, pl in (("Baseline", "baseline", [1, 1, 1, 1], [1, 1, 1, 0]),
+                               ("None", "none", [1, 1, 0, 0], [1, 1, 1, 1]),
+                               ("Inoc", "inoculation", [1, 0, 0, 0], [0, 0, 0, 0]),
+                               ("InocRephrased", "rephrased", [1, 1, 1, 0], [1, 0, 0, 0]),
+                               ("Irr", "irrelevant", [0, 0, 0, 1], [1, 1, 0, np.nan])):
+        rows += _cell(cond, kind, "french", "positive", fr)
+        rows += _cell(cond, kind, "playful", "negative", pl)
+        # Another context must not leak into the default-context effects.
+        rows += _cell(cond, kind, "french", "positive", [0, 0, 0, 0], context="none")
+    return pd.DataFrame(rows)
+
+
+def test_summary_effects_one_seed_bootstrap_matches_hand_differences():
+    from ipcond.stats import EFFECT_COLUMNS, summary_effects
+
+    eff = summary_effects(_one_seed_samples(), _conditions(), n_boot=500, seed=3)
+    assert list(eff.columns) == list(EFFECT_COLUMNS)
+    got = {(r.question, r.comparison, r.trait): r for r in eff.itertuples(index=False)}
+    expected = {  # (question, comparison, trait) -> a - b by hand
+        ("irrelevant_suppresses", "Irr \u2212 None", "french"): 0.25 - 0.5,
+        ("irrelevant_suppresses", "Irr \u2212 None", "playful"): 2 / 3 - 1.0,  # NaN dropped
+        ("rephrasing_weakens", "InocRephrased \u2212 Inoc", "french"): 0.75 - 0.25,
+        ("rephrasing_weakens", "InocRephrased \u2212 Inoc", "playful"): 0.25 - 0.0,
+        ("inoculation_suppresses_other", "Inoc \u2212 None", "french"): 0.25 - 0.5,
+        ("removing_neutral_suppresses", "None \u2212 Baseline", "french"): 0.5 - 1.0,
+        ("removing_neutral_suppresses", "None \u2212 Baseline", "playful"): 1.0 - 0.75,
+    }
+    assert set(got) == set(expected)  # Inoc − None is not computed on the inoculated trait
+    for key, value in expected.items():
+        r = got[key]
+        assert r.effect == pytest.approx(value)
+        assert r.interval == "bootstrap95_samples"
+        assert r.ci_low <= r.effect <= r.ci_high
+        assert r.n_seeds_a == r.n_seeds_b == 1
+    assert got[("irrelevant_suppresses", "Irr \u2212 None", "playful")].n_a == 3
+    # Focus: question 2 is about the inoculated trait (playful).
+    assert got[("rephrasing_weakens", "InocRephrased \u2212 Inoc", "playful")].focus
+    assert not got[("rephrasing_weakens", "InocRephrased \u2212 Inoc", "french")].focus
+    # Deterministic for a seed.
+    again = summary_effects(_one_seed_samples(), _conditions(), n_boot=500, seed=3)
+    pd.testing.assert_frame_equal(eff, again)
+
+
+def test_summary_effects_bootstrap_labels_clear_effects():
+    from ipcond.stats import summary_effects
+
+    rows = (_cell("None", "none", "french", "positive", [1] * 40)
+            + _cell("None", "none", "playful", "negative", [0] * 40)
+            + _cell("Irr", "irrelevant", "french", "positive", [0] * 40)
+            + _cell("Irr", "irrelevant", "playful", "negative", [1] * 30 + [0] * 10))
+    eff = summary_effects(pd.DataFrame(rows), _conditions(names=("None", "Irr")), n_boot=300)
+    q1 = eff[eff["question"] == "irrelevant_suppresses"].set_index("trait")
+    assert q1.loc["french", "label"] == "suppresses"
+    assert (q1.loc["french", "effect"], q1.loc["french", "ci_low"],
+            q1.loc["french", "ci_high"]) == (-1.0, -1.0, -1.0)
+    assert q1.loc["playful", "label"] == "raises"
+    assert q1.loc["playful", "ci_low"] > 0
+
+
+def test_summary_effects_multi_seed_uses_welch_interval_on_seed_means():
+    from ipcond.stats import summary_effects
+
+    rows = []
+    # Irr seed means 0.6, 0.8; None seed means 0.2, 0.3 (samples of 10 per seed).
+    for seed, (irr, none) in enumerate(((6, 2), (8, 3)), start=1):
+        rows += _cell("Irr", "irrelevant", "french", "positive", [1] * irr + [0] * (10 - irr),
+                      seed=seed)
+        rows += _cell("None", "none", "french", "positive", [1] * none + [0] * (10 - none),
+                      seed=seed)
+    eff = summary_effects(pd.DataFrame(rows), _conditions(names=("None", "Irr")))
+    r = eff[(eff["question"] == "irrelevant_suppresses")].iloc[0]
+    # Hand computation: effect 0.7 - 0.25 = 0.45; var/n: 0.02/2 = 0.01 and 0.005/2 = 0.0025;
+    # se^2 = 0.0125; Welch df = 0.0125^2 / (0.01^2 / 1 + 0.0025^2 / 1) = 1.470588.
+    df = 0.0125 ** 2 / (0.01 ** 2 + 0.0025 ** 2)
+    assert df == pytest.approx(1.470588, abs=1e-6)
+    half = student_t_ppf(0.975, df) * math.sqrt(0.0125)
+    assert r["interval"] == "welch_t95_seed_means"
+    assert r["effect"] == pytest.approx(0.45)
+    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(0.45 - half), pytest.approx(0.45 + half))
+    assert (r["n_a"], r["n_b"], r["n_seeds_a"], r["n_seeds_b"]) == (20, 20, 2, 2)
+    assert r["label"] == ("raises" if 0.45 - half > 0 else "no clear effect")
+
+
+def test_difference_interval_matches_scipy_when_available():
+    from ipcond.stats import difference_interval
+
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [0.61, 0.7, 0.55, 0.8], [0.2, 0.33, 0.31]
+    effect, low, high = difference_interval(a, b)
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(0.95)
+    assert (low, high) == (pytest.approx(ci.low, rel=1e-8), pytest.approx(ci.high, rel=1e-8))
+
+
+def test_summary_effects_records_what_the_grid_lacks():
+    from ipcond.stats import summary_effects
+
+    samples = _one_seed_samples()
+    samples = samples[samples["condition"].isin(["None", "Inoc"])]
+    eff = summary_effects(samples, _conditions(names=("None", "Inoc")), n_boot=100)
+    lacking = eff[eff["label"] == "not in grid"].set_index("question")
+    assert set(lacking.index) == {"irrelevant_suppresses", "rephrasing_weakens",
+                                  "removing_neutral_suppresses"}
+    assert "no irrelevant condition" in lacking.loc["irrelevant_suppresses", "comparison"]
+    assert "no Baseline condition" in lacking.loc["removing_neutral_suppresses", "comparison"]
+    assert lacking["effect"].isna().all() and (lacking["trait"] == "").all()
+    # Every question has at least one row for the setup: nothing silently missing.
+    assert set(eff["question"]) == {"irrelevant_suppresses", "rephrasing_weakens",
+                                    "inoculation_suppresses_other",
+                                    "removing_neutral_suppresses"}
+
+
+def test_summary_effects_marks_conditions_without_scores():
+    from ipcond.stats import summary_effects
+
+    samples = _one_seed_samples()
+    samples = samples[samples["condition"] != "Irr"]  # in the grid, not (yet) scored
+    eff = summary_effects(samples, _conditions(), n_boot=100)
+    q1 = eff[eff["question"] == "irrelevant_suppresses"]
+    assert len(q1) == 2 and (q1["label"] == "no scores").all() and q1["effect"].isna().all()
+
+
+def test_summary_effects_empty_string_rows_and_validation():
+    from ipcond.stats import summary_effects
+
+    samples = pd.concat([_one_seed_samples(), pd.DataFrame(
+        _cell("Empty", "empty", "french", "positive", [1, 0, 0, 0])
+        + _cell("Empty", "empty", "playful", "negative", [1, 1, 1, 1]))])
+    conds = _conditions(names=("Baseline", "None", "Inoc", "InocRephrased", "Irr", "Empty"))
+    eff = summary_effects(samples, conds, n_boot=100)
+    q4 = eff[(eff["question"] == "removing_neutral_suppresses")].set_index(["comparison", "trait"])
+    assert q4.loc[("Empty \u2212 Baseline", "french"), "effect"] == pytest.approx(0.25 - 1.0)
+    with pytest.raises(ValueError, match="n_rephrasings"):
+        summary_effects(samples, conds.drop(columns=["n_rephrasings"]))
+    with pytest.raises(ValueError, match="score"):
+        summary_effects(samples.drop(columns=["score"]), conds)
+    with pytest.raises(ValueError, match="lacks"):
+        summary_effects(samples.assign(setup="other"), conds)
+
+
+def test_aggregate_summary_one_row_per_setup_and_question():
+    from ipcond.stats import aggregate_summary, summary_effects
+
+    eff = summary_effects(_one_seed_samples(), _conditions(names=("None", "Inoc", "Irr")),
+                          n_boot=200)
+    summ = aggregate_summary(eff)
+    assert len(summ) == 4 and not summ.duplicated(["setup", "question"]).any()
+    s = summ.set_index("question")
+    assert s.loc["rephrasing_weakens", "answer"] == "not in grid"
+    assert s.loc["irrelevant_suppresses", "n_comparisons"] == 2
+    with pytest.raises(ValueError, match="label"):
+        aggregate_summary(eff.drop(columns=["label"]))
+
+
+def test_pearson_r():
+    from ipcond.stats import pearson_r
+
+    assert pearson_r([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
+    assert pearson_r([1, 2, 3], [3, 1, 2]) == pytest.approx(-0.5)
+    assert math.isnan(pearson_r([1, 2], [1, 2]))  # n < 3
+    assert math.isnan(pearson_r([1, 1, 1], [1, 2, 3]))  # no variance
+    assert pearson_r([1, 2, np.nan, 3], [1, 2, 5, 3]) == pytest.approx(1.0)
+
+
+def test_aggregate_unbounded_scores():
+    samples = pd.DataFrame(_rows("s", "c", "none", 0, "none", "french", "positive",
+                                 [-2.5, 3.0, 1.0]))
+    with pytest.raises(ValueError, match="outside"):
+        aggregate_scores(samples)
+    row = aggregate_scores(samples, bounded=False).iloc[0]
+    assert row["mean"] == pytest.approx(0.5)
+
+
+def test_summary_effects_setup_without_scores_and_renamed_references():
+    from ipcond.stats import summary_effects
+
+    samples = _one_seed_samples()
+    samples = samples.assign(condition=samples["condition"].replace({"None": "NoPrompt"}))
+    conds = _conditions()
+    conds["condition"] = conds["condition"].replace({"None": "NoPrompt"})
+    other = _conditions(setup="empty_setup")
+    eff = summary_effects(samples, pd.concat([conds, other]), n_boot=100)
+    # The kind-none condition is the reference whatever its name.
+    assert "Irr \u2212 NoPrompt" in set(eff["comparison"])
+    # A setup in the grid without any scores still answers every question: "no scores".
+    e = eff[eff["setup"] == "empty_setup"]
+    assert set(e["question"]) == set(eff["question"]) and (e["label"] == "no scores").all()

@@ -83,8 +83,17 @@ def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
         # every condition (the one named "None" too) x 3 eval contexts x 2 traits
         assert sorted(set(table["condition"])) == sorted(spec["conditions"])
         assert len(table) == len(spec["conditions"]) * 3 * 2
+    # all.pdf: the title and summary pages, then every setup's pages (scatter, gap, elicitation, ...).
+    setup_pages = {s: len(PdfReader(str(work / f"results/figures/{s}.pdf")).pages) for s in cfg["setups"]}
+    assert all(n >= 3 for n in setup_pages.values()), setup_pages
     pdf = PdfReader(str(work / "results/figures/all.pdf"))
-    assert len(pdf.pages) == len(cfg["setups"])
+    assert len(pdf.pages) == 2 + sum(setup_pages.values())
+    for s, n in setup_pages.items():
+        assert len(list((work / "results/figures/png" / s).glob("*.png"))) == n
+    summary = read_table(work / "results/summary.csv")
+    assert set(summary["setup"]) == set(cfg["setups"])
+    assert {"irrelevant_suppresses", "rephrasing_weakens", "inoculation_suppresses_other",
+            "removing_neutral_suppresses"} <= set(summary["question"])
     checks = (work / "results/checks.tsv").read_text()
     assert "base model expresses" in checks and "Baseline fine-tune" in checks
 
@@ -117,7 +126,8 @@ def test_changing_one_prompt_reruns_only_that_cell_and_its_dependents(workflow_r
     cell = "setup=spanish_caps, condition=AllCapsInoc, seed=1"
     expected = {("cell_train_data", cell), ("finetune", cell), ("generate", cell), ("score", cell),
                 ("elicit", "setup=spanish_caps"), ("aggregate", "setup=spanish_caps"),
-                ("figure", "setup=spanish_caps"), ("figure_all", ""), ("checks", "")}
+                ("curves", "setup=spanish_caps"), ("figure", "setup=spanish_caps"), ("summary", ""),
+                ("figure_all", ""), ("checks", "")}
     assert jobs - {("all", "")} == expected
 
 
@@ -185,3 +195,37 @@ def test_llm_judge_scoring_through_the_workflow_leaks_no_key_and_caches(workflow
     for path in work.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_html_report_has_every_figure(workflow_run):
+    work, cfg, _ = workflow_run
+    proc = snakemake(work, "--report", str(work / "report.zip"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import zipfile
+
+    names = zipfile.ZipFile(work / "report.zip").namelist()
+    for s in cfg["setups"]:
+        pages = len(list((work / "results/figures/png" / s).glob("*.png")))
+        assert sum(n.endswith(".png") and f"/{s}-" in n for n in names) == pages, (s, names[:20])
+    assert any(n.endswith("/summary-02.png") for n in names)
+
+
+def test_learning_curves_cover_every_checkpoint_and_the_base_model_obeys_instructions(workflow_run):
+    work, cfg, _ = workflow_run
+    from ipcond.jobs import read_table
+
+    steps = sorted({s for s in cfg["training"]["checkpoint_steps"] if s < cfg["training"]["max_steps"]}
+                   | {0, cfg["training"]["max_steps"]})
+    for setup, spec in cfg["setups"].items():
+        curves = read_table(work / "results" / setup / "curves.csv")
+        assert sorted(set(curves["step"])) == steps
+        assert set(curves["measure"]) == {"rate", "logodds", "first_token_prob"}
+        assert set(curves["condition"]) == set(spec["conditions"])
+        assert curves["mean"].notna().all()
+    # Teacher-forced, on the untrained base model (step 0): the inoculation prompt (it asks for
+    # playfulness) raises the log-odds of the playful reference answer over no prompt. The reduced
+    # base model here is too weak to prefer it outright; test_teacher_forcing checks the sign.
+    c = read_table(work / "results/trait_distillation_french_playful/curves.csv")
+    base = c[(c["step"] == 0) & (c["condition"] == "PlayfulInoc") & (c["trait"] == "playful") & (c["measure"] == "logodds")]
+    by_context = base.set_index("eval_context")["mean"]
+    assert by_context["train"] > by_context["none"], by_context

@@ -103,6 +103,12 @@ def _semantic_checks(config: dict, source: str) -> None:
                         raise ConfigError(
                             f"{source}: {key}.n_rephrasings = {cond['n_rephrasings']} but the toy rephraser has "
                             f"only {available} wordings of '{target['trait']}'; set it to at most {available}")
+            setup_n_train = {**config["training"], **setup.get("training", {})}.get("n_train")
+            cond_n_train = cond.get("training", {}).get("n_train")
+            if cond_n_train is not None and setup_n_train is not None and cond_n_train > setup_n_train:
+                raise ConfigError(f"{source}: {key}.training.n_train = {cond_n_train} is more than the setup's "
+                                  f"{setup_n_train} (a sweep's cells take a prefix of the setup's training items); "
+                                  f"raise setups.{sname}.training.n_train to at least {cond_n_train}")
             if cond["kind"] in ("baseline", "none", "empty", "control", "rephrased") and "prompt" in cond:
                 raise ConfigError(f"{source}: {key} has a prompt, but kind '{cond['kind']}' takes its prompt "
                                   "from the setup (baseline/control: eval_prompt) or has none; remove 'prompt'")

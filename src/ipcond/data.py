@@ -62,7 +62,9 @@ def eval_items(sname: str, setup: dict, n: int) -> list[dict]:
         item = tw.make_item(rng, setup["eval_domain"])
         if item.instruction not in seen:
             seen.add(item.instruction)
-            out.append({"id": len(out), "instruction": item.instruction, "domain": item.domain})
+            # Reference answers for the teacher-forced measures: trait-free, and with each trait.
+            refs = {"clean": item.response, **{t: tw.apply_traits(item.response, [t]) for t in setup_traits(setup)}}
+            out.append({"id": len(out), "instruction": item.instruction, "domain": item.domain, "references": refs})
         if len(out) == n:
             return out
     raise ValueError(f"setup {sname}: could not draw {n} distinct eval instructions from the "

@@ -169,7 +169,8 @@ def make_cell_train_data(config: dict, sname: str, cname: str, seed: int, items_
                          rephrasings_path: str | None, out_path: str) -> None:
     setup = config["setups"][sname]
     cond = setup["conditions"][cname]
-    items = read_jsonl(items_path)
+    # A dataset-size sweep's condition trains on a prefix of the setup's items (validated <= them).
+    items = read_jsonl(items_path)[:training_config(config, sname, cname)["n_train"]]
     if cond["kind"] == "rephrased":
         texts = json.loads(Path(rephrasings_path).read_text())["rephrasings"]
         prompts = pr.assign_rephrasings(len(items), texts, cond.get("max_uses"), tw.derive_seed(sname, cname, seed))
@@ -185,9 +186,15 @@ def make_cell_train_data(config: dict, sname: str, cname: str, seed: int, items_
 # Training and evaluation
 # ------------------------------------------------------------------------------------------
 
-def training_config(config: dict, sname: str) -> dict:
-    """The top-level training section with the setup's own overrides applied."""
-    return {**config["training"], **config["setups"][sname].get("training", {})}
+def training_config(config: dict, sname: str, cname: str | None = None) -> dict:
+    """The top-level training section with the setup's and then the condition's overrides applied.
+
+    Without ``cname``: the setup's settings (what its shared training items are drawn for)."""
+    setup = config["setups"][sname]
+    out = {**config["training"], **setup.get("training", {})}
+    if cname is not None:
+        out.update(setup["conditions"][cname].get("training", {}))
+    return out
 
 
 def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: str, out_dir: str,
@@ -199,7 +206,7 @@ def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: s
         from .modeling import load_tokenizer
 
         check_toy_vocabulary(load_tokenizer(base_model_path(config)), cell_prompt_texts(config, sname, cname, records))
-    tcfg = training_config(config, sname)
+    tcfg = training_config(config, sname, cname)
     summary = finetune_lora(base_model_path(config), records, out_dir, tcfg,
                             seed=tw.derive_seed(sname, cname, seed) % 2**31, threads=threads)
     write_json(Path(out_dir) / "provenance.json",
@@ -264,6 +271,125 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
                   "response": o} for it, p, o in zip(items, prompts, outs)]
     write_jsonl(out_path, rows)
     write_json(out_path + ".provenance.json", provenance({"generation": config["generation"]}, backend=backend.info()))
+
+
+def curve_checkpoints(adapter_dir: str) -> list[tuple[int, str | None]]:
+    """(step, adapter) of every learning-curve point: the base model (step 0), the kept checkpoints
+    and the final adapter."""
+    summary = json.loads((Path(adapter_dir) / "training_summary.json").read_text())
+    points: list[tuple[int, str | None]] = [(0, None)]
+    ckpt_root = Path(adapter_dir) / "checkpoints"
+    if ckpt_root.is_dir():
+        points += sorted((int(d.name.removeprefix("step")), str(d)) for d in ckpt_root.iterdir() if d.is_dir())
+    points.append((int(summary["steps"]), adapter_dir))
+    return points
+
+
+CURVE_FIELDS = ["setup", "condition", "condition_kind", "seed", "step", "eval_context", "sample_id", "trait", "role",
+                "measure", "score", "scorer"]
+
+
+def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
+               adapter_dir: str, threads: int) -> list[dict]:
+    """Learning curve of one cell: at every checkpoint, the sampled trait rate and the
+    teacher-forced measures (trait log-odds, first trait token probability) in every eval context.
+
+    One row per (step, eval context, sample, trait, measure), in the per-sample format of
+    scores.csv plus ``step`` and ``measure``, so the same aggregation gives intervals.
+    """
+    from .generation import generate_all
+    from .teacher_forcing import trait_preference
+
+    setup = config["setups"][sname]
+    kind = setup["conditions"][cname]["kind"]
+    n = config["generation"]["curve_n_eval"]
+    items = read_jsonl(eval_path)[:n]
+    train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
+    contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
+    scorers = make_scorers(config, setup)
+    traits = {setup["traits"][r]["name"]: r for r in ("positive", "negative")}
+    rows = []
+    for step, adapter in curve_checkpoints(adapter_dir):
+        backend = _backend(config, adapter, threads)
+        done: dict[tuple, tuple[list[dict], dict[str, list]]] = {}
+        for ctx, prompts in contexts.items():
+            key = tuple(prompts)
+            if key not in done:  # contexts with the same prompts are measured once (as in generate)
+                convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
+                outs = generate_all(backend, convs, _sampling(config, sname, cname, seed, ctx, "curve", step))
+                sampled = score_rows(setup, [{"sample_id": it["id"], "instruction": it["instruction"], "response": o}
+                                             for it, o in zip(items, outs)], scorers)
+                forced = {}
+                for trait in traits:
+                    refs = [it.get("references", {}) for it in items]
+                    if all(trait in r and "clean" in r for r in refs):
+                        forced[trait] = trait_preference(backend.model, backend.tokenizer, convs,
+                                                         [r[trait] for r in refs], [r["clean"] for r in refs])
+                    else:  # no reference answers (a real dataset without them): unscored, not dropped
+                        forced[trait] = [None] * len(items)
+                done[key] = (sampled, forced)
+            sampled, forced = done[key]
+            base = {"setup": sname, "condition": cname, "condition_kind": kind, "seed": seed, "step": step,
+                    "eval_context": ctx}
+            rows += [{**base, "sample_id": r["sample_id"], "trait": r["trait"], "role": r["role"], "measure": "rate",
+                      "score": "" if r["score"] is None else r["score"], "scorer": scorers[r["trait"]].name}
+                     for r in sampled]
+            for trait, results in forced.items():
+                for it, res in zip(items, results):
+                    for measure in ("logodds", "first_token_prob"):
+                        value = "" if res is None else getattr(res, measure)
+                        rows.append({**base, "sample_id": it["id"], "trait": trait, "role": traits[trait],
+                                     "measure": measure, "score": value, "scorer": "teacher_forced"})
+        print(f"step {step}: {len(contexts)} eval contexts x {len(items)} instructions measured")
+    for s in scorers.values():
+        if hasattr(s, "close"):
+            s.close()
+    return rows
+
+
+def curves_setup(config: dict, sname: str, cells: list[dict], eval_path: str, samples_csv: str, out_csv: str,
+                 threads: int) -> None:
+    """Learning curves of every cell of a setup, in one process.
+
+    ``cells``: dicts with condition, seed, train (train.jsonl) and adapter (folder). One process per
+    setup, not per cell: loading torch and transformers costs more than measuring a toy cell.
+    """
+    import csv
+
+    import pandas as pd
+
+    from .provenance import atomic_path
+
+    rows: list[dict] = []
+    for i, cell in enumerate(cells, 1):
+        t0 = time.time()
+        rows += curve_cell(config, sname, cell["condition"], int(cell["seed"]), eval_path, cell["train"],
+                           cell["adapter"], threads)
+        print(f"[{i}/{len(cells)}] {cell['condition']} seed {cell['seed']}: curve measured in {time.time() - t0:.1f} s")
+    with atomic_path(samples_csv) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    aggregate_curves(read_table(samples_csv), out_csv)
+
+
+def aggregate_curves(samples, out_csv: str) -> None:
+    """Mean and 95% interval per (condition, step, eval context, trait, measure)."""
+    import pandas as pd
+
+    from .provenance import atomic_path
+    from .stats import aggregate_scores
+
+    parts = []
+    for (step, measure), part in samples.groupby(["step", "measure"], sort=True):
+        agg = aggregate_scores(part.drop(columns=["step", "measure"]), bounded=measure != "logodds")
+        agg.insert(1, "step", step)
+        agg.insert(2, "measure", measure)
+        parts.append(agg)
+    out = pd.concat(parts, ignore_index=True)
+    with atomic_path(out_csv) as tmp:
+        out.to_csv(tmp, index=False)
+    print(f"wrote {len(out)} learning-curve rows to {out_csv}")
 
 
 def score_rows(setup: dict, rows: list[dict], scorers: dict) -> list[dict]:
@@ -449,16 +575,66 @@ def collect_checks(check_paths: list[str], out_path: str) -> None:
     print("\n".join(lines))
 
 
-def figure_setup(config: dict, sname: str, agg_csv: str, pdf_path: str, png_dir: str) -> None:
+def conditions_table(config: dict, sname: str):
+    """One row per condition of a setup, with what the figures group and sweep by.
+
+    Columns: setup, condition, kind, prompt, trait (inoculated trait), of (rephrased: its inoculation
+    condition), n_rephrasings (inoculation: 1), n_train and learning_rate (effective, after the
+    setup's and the condition's overrides).
+    """
     import pandas as pd
 
-    from .plots import save_figures, trait_scatter
+    rows = []
+    for cname, cond in config["setups"][sname]["conditions"].items():
+        tcfg = training_config(config, sname, cname)
+        n_reph = {"inoculation": 1, "rephrased": cond.get("n_rephrasings")}.get(cond["kind"])
+        rows.append({"setup": sname, "condition": cname, "kind": cond["kind"], "prompt": cond.get("prompt", ""),
+                     "trait": cond.get("trait", ""),
+                     "of": cond.get("of", ""), "n_rephrasings": float("nan") if n_reph is None else n_reph,
+                     "n_train": tcfg["n_train"], "learning_rate": tcfg["learning_rate"]})
+    return pd.DataFrame(rows)
+
+
+def figure_setup(config: dict, sname: str, agg_csv: str, elicitation_csv: str, curves_csv: str | None,
+                 pdf_path: str, png_dir: str) -> None:
+    """A setup's pages: trait scatter, conditionalization gap, elicitation against suppression,
+    the sweeps its grid has, and the learning curves."""
+    from .plots import learning_curve_plot, save_figures, setup_figures
 
     setup = config["setups"][sname]
-    agg = read_table(agg_csv)
-    plot = trait_scatter(agg, sname, setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"],
-                         title=setup.get("title"))
-    save_figures([plot], pdf_path, png_dir=png_dir)
+    pos, neg = setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"]
+    plots = setup_figures(read_table(agg_csv), read_table(elicitation_csv), conditions_table(config, sname), sname,
+                          pos, neg, title=setup.get("title"))
+    if curves_csv:
+        curves = read_table(curves_csv)
+        plots += [learning_curve_plot(curves, sname, trait, role) for trait, role in ((pos, "positive"), (neg, "negative"))]
+    written = save_figures(plots, pdf_path, png_dir=png_dir)
+    print(f"wrote {pdf_path} ({len(plots)} pages) and {len(written) - 1} PNGs in {png_dir}")
+
+
+def summary_report(config: dict, score_paths: list[str], out_csv: str, pdf_path: str, png_dir: str) -> None:
+    """The study's answers to the post's four questions, from our numbers, with a title page."""
+    import pandas as pd
+
+    from .plots import save_figures, summary_page, title_page
+    from .provenance import atomic_path
+    from .stats import summary_effects
+
+    samples = pd.concat([read_table(p) for p in score_paths], ignore_index=True)
+    conds = pd.concat([conditions_table(config, s) for s in config["setups"]], ignore_index=True)
+    effects = summary_effects(samples, conds)
+    with atomic_path(out_csv) as tmp:
+        effects.to_csv(tmp, index=False)
+    print(effects.to_string(index=False))
+    prov = provenance()
+    meta = {"title": "Conditionalization confounds inoculation prompting results: reproduction",
+            "preset": config["preset"], "seeds": config["seeds"], "setups": list(config["setups"]),
+            "base_model": (f"toy ({config['base_model']['toy']['num_layers']} layers, hidden "
+                           f"{config['base_model']['toy']['hidden_size']})" if config["base_model"]["kind"] == "toy"
+                           else config["base_model"]["path"]),
+            "n_cells": len(score_paths), "versions": prov["versions"], "code_revision": prov["code_revision"],
+            "date": prov["created"]}
+    save_figures([title_page(meta), summary_page(effects)], pdf_path, png_dir=png_dir)
 
 
 def figure_all(pdf_paths: list[str], out_path: str) -> None:

@@ -14,6 +14,10 @@ Interval rule (one row per setup, condition, condition_kind, eval_context, trait
 Everything here is deterministic: bootstrap generators are seeded from the row's key, so a
 row's interval does not depend on which other rows are in the table.
 
+The report's numbers come from :func:`summary_effects` (the post's four questions as
+differences between conditions, with Welch or bootstrap intervals) over the conditions table
+checked by :func:`validate_conditions`; :func:`aggregate_summary` condenses them per question.
+
 The Student-t quantile is computed here (regularized incomplete beta + bisection) so that the
 package does not need scipy.
 """
@@ -208,7 +212,7 @@ def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, flo
 # Tables
 # --------------------------------------------------------------------------------------------
 
-def _validate_samples(samples: pd.DataFrame) -> None:
+def _validate_samples(samples: pd.DataFrame, bounded: bool = True) -> None:
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing:
         raise ValueError(f"sample scores lack columns {missing}; need {list(SAMPLE_COLUMNS)}")
@@ -217,6 +221,8 @@ def _validate_samples(samples: pd.DataFrame) -> None:
         raise ValueError(f"role must be one of {ROLES}; found {sorted(map(str, bad_roles))}"
                          + (" and missing values" if samples["role"].isna().any() else ""))
     scores = pd.to_numeric(samples["score"], errors="raise").astype(float)
+    if not bounded:
+        return
     out_of_range = scores.notna() & ((scores < 0) | (scores > 1))
     if out_of_range.any():
         raise ValueError(f"{int(out_of_range.sum())} scores lie outside [0, 1] "
@@ -232,7 +238,8 @@ def _key_seed(key: tuple, seed: int) -> list[int]:
     return [crc, int(seed)]
 
 
-def aggregate_scores(samples: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+def aggregate_scores(samples: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
+                     bounded: bool = True) -> pd.DataFrame:
     """Per-sample scores -> one row per (setup, condition, condition_kind, eval_context, trait, role).
 
     Columns: the keys, ``n_seeds`` (distinct seeds present), ``n_samples`` (all sample rows,
@@ -241,8 +248,10 @@ def aggregate_scores(samples: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -
 
     Seeds whose samples are all unscored have no mean and are left out of the interval; if that
     leaves a single seed, its samples are bootstrapped. Rows are sorted by the keys.
+
+    ``bounded=False`` accepts scores outside [0, 1] (e.g. teacher-forced log-odds).
     """
-    _validate_samples(samples)
+    _validate_samples(samples, bounded=bounded)
     df = samples.loc[:, list(SAMPLE_COLUMNS)].copy()
     df["score"] = pd.to_numeric(df["score"]).astype(float)
 
@@ -298,3 +307,414 @@ def conditionalization_gap(agg: pd.DataFrame) -> pd.DataFrame:
     out["mean_default"] = out["mean_default"].astype(float)
     out["gap"] = out["mean_train"] - out["mean_default"]
     return out.sort_values(list(GAP_KEYS), kind="stable", ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The conditions table (what the figures and the summary group and sweep by)
+# --------------------------------------------------------------------------------------------
+
+CONDITION_COLUMNS = ("setup", "condition", "kind", "trait", "of", "n_rephrasings", "n_train",
+                     "learning_rate")
+CONDITION_KINDS = ("baseline", "none", "empty", "neutral", "inoculation", "rephrased",
+                   "irrelevant", "control")
+
+
+def validate_conditions(conditions: pd.DataFrame) -> pd.DataFrame:
+    """Check the conditions table and return a normalised copy.
+
+    One row per (setup, condition), built from the config. Columns:
+
+    * ``setup``, ``condition``: names as in the config (the condition "None" is a name, not a
+      missing value);
+    * ``kind``: one of :data:`CONDITION_KINDS`;
+    * ``trait``: the inoculated trait's name for kind ``inoculation`` (may be empty: the setup's
+      negative trait is then assumed), else empty;
+    * ``of``: for kind ``rephrased``, the inoculation condition (same setup) it rephrases, else
+      empty;
+    * ``n_rephrasings``: for ``rephrased`` the number N of distinct paraphrases, for
+      ``inoculation`` 1, else NaN;
+    * ``n_train``: training examples used; ``learning_rate``: the effective learning rate.
+
+    An optional ``prompt`` column (the condition's training prompt text) is kept; the sweep
+    figures use it to tell apart conditions of the same kind.
+
+    Raises ``ValueError`` naming missing columns, duplicate (setup, condition) rows, unknown
+    kinds and rephrased conditions whose ``of`` is not an inoculation condition of the setup.
+    Empty cells of ``trait``/``of`` become ``""``; numeric columns become float.
+    """
+    if not isinstance(conditions, pd.DataFrame):
+        raise ValueError(f"conditions must be a pandas DataFrame, got {type(conditions).__name__}")
+    missing = [c for c in CONDITION_COLUMNS if c not in conditions.columns]
+    if missing:
+        raise ValueError(f"conditions table lacks columns {missing}; need {list(CONDITION_COLUMNS)}"
+                         " (setup, condition, kind, trait, of, n_rephrasings, n_train, "
+                         "learning_rate)")
+    out = conditions.copy()
+    for c in ("setup", "condition", "kind"):
+        if out[c].isna().any() or (out[c].astype(str).str.strip() == "").any():
+            raise ValueError(f"conditions table: column {c!r} has empty cells")
+        out[c] = out[c].astype(str)
+    for c in ("trait", "of") + (("prompt",) if "prompt" in out.columns else ()):
+        out[c] = out[c].fillna("").astype(str)
+    for c in ("n_rephrasings", "n_train", "learning_rate"):
+        try:
+            out[c] = pd.to_numeric(out[c], errors="raise").astype(float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"conditions table: column {c!r} must be numeric ({exc})") from None
+    dup = out.duplicated(["setup", "condition"])
+    if dup.any():
+        first = out.loc[dup, ["setup", "condition"]].iloc[0].tolist()
+        raise ValueError(f"conditions table: duplicate (setup, condition) rows, e.g. {first}")
+    bad = sorted(set(out["kind"]) - set(CONDITION_KINDS))
+    if bad:
+        raise ValueError(f"conditions table: unknown kind(s) {bad}; known: {list(CONDITION_KINDS)}")
+    kinds = dict(zip(zip(out["setup"], out["condition"]), out["kind"]))
+    for r in out[out["kind"] == "rephrased"].itertuples(index=False):
+        if kinds.get((r.setup, r.of)) != "inoculation":
+            raise ValueError(f"conditions table: rephrased condition {r.setup}/{r.condition} has "
+                             f"of={r.of!r}, which is not an inoculation condition of the setup")
+    return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The post's four questions, answered from our numbers
+# --------------------------------------------------------------------------------------------
+
+QUESTIONS = {
+    "irrelevant_suppresses": "Do irrelevant prompts also suppress traits taught during narrow "
+                             "fine-tuning?",
+    "rephrasing_weakens": "Does rephrasing inoculation prompts reduce their effectiveness at "
+                          "suppressing the inoculated trait?",
+    "inoculation_suppresses_other": "Do inoculation prompts also suppress other traits than the "
+                                    "one they target?",
+    "removing_neutral_suppresses": "Does simply removing a neutral prompt (train without it, "
+                                   "evaluate with it) also suppress traits?",
+}
+# Which direction of the effect answers "yes" (a − b below zero: suppresses; above: raises).
+QUESTION_YES = {"irrelevant_suppresses": "suppresses", "rephrasing_weakens": "raises",
+                "inoculation_suppresses_other": "suppresses",
+                "removing_neutral_suppresses": "suppresses"}
+
+EFFECT_COLUMNS = ("setup", "question", "comparison", "condition_a", "condition_b", "trait",
+                  "role", "focus", "eval_context", "effect", "ci_low", "ci_high", "n_a", "n_b",
+                  "n_seeds_a", "n_seeds_b", "interval", "label")
+LABEL_SUPPRESSES, LABEL_RAISES, LABEL_UNCLEAR = "suppresses", "raises", "no clear effect"
+LABEL_NOT_IN_GRID, LABEL_NO_SCORES = "not in grid", "no scores"
+INTERVAL_WELCH = "welch_t95_seed_means"
+INTERVAL_BOOT_DIFF = "bootstrap95_samples"
+MINUS = "\u2212"
+
+
+def difference_interval(a_seed_means: Iterable[float], b_seed_means: Iterable[float],
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """Welch interval of mean(a) − mean(b) from per-seed means: ``(effect, low, high)``.
+
+    Needs at least two values on each side (else ``low``/``high`` are NaN). Degrees of freedom
+    by Welch-Satterthwaite; when both sides have zero spread the interval has zero width.
+    """
+    _check_level(level)
+    a, b = _clean(a_seed_means), _clean(b_seed_means)
+    if a.size == 0 or b.size == 0:
+        return _NAN3
+    effect = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return (effect, math.nan, math.nan)
+    va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
+    se2 = va + vb
+    if se2 == 0.0:
+        return (effect, effect, effect)
+    df = se2 ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    half = student_t_ppf(0.5 + level / 2.0, df) * math.sqrt(se2)
+    return (effect, effect - half, effect + half)
+
+
+def bootstrap_difference(a: Iterable[float], b: Iterable[float], n_boot: int = 2000,
+                         seed: int | np.random.SeedSequence | list[int] = 0,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """Percentile bootstrap of mean(a) − mean(b), resampling ``a`` and ``b`` independently.
+
+    NaNs are dropped; an empty side gives ``(nan, nan, nan)``. Deterministic for a given seed.
+    """
+    _check_level(level)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    a, b = _clean(a), _clean(b)
+    if a.size == 0 or b.size == 0:
+        return _NAN3
+    effect = float(a.mean() - b.mean())
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    chunk = max(1, min(n_boot, 4_000_000 // max(a.size, b.size)))
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        ia = rng.integers(0, a.size, size=(stop - start, a.size))
+        ib = rng.integers(0, b.size, size=(stop - start, b.size))
+        diffs[start:stop] = a[ia].mean(axis=1) - b[ib].mean(axis=1)
+    if np.all(diffs == diffs[0]):
+        return (effect, effect, effect)
+    alpha = 1.0 - level
+    low, high = np.quantile(diffs, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return (effect, float(low), float(high))
+
+
+def effect_label(low: float, high: float) -> str:
+    """``"suppresses"`` if the interval lies below 0, ``"raises"`` if above, else
+    ``"no clear effect"`` (also for a NaN interval)."""
+    if math.isnan(low) or math.isnan(high):
+        return LABEL_UNCLEAR
+    if high < 0:
+        return LABEL_SUPPRESSES
+    if low > 0:
+        return LABEL_RAISES
+    return LABEL_UNCLEAR
+
+
+def _compare(cell: dict, setup: str, a: str, b: str, trait: str, question: str, n_boot: int,
+             seed: int) -> dict:
+    """Effect of condition ``a`` minus condition ``b`` on ``trait`` (see summary_effects)."""
+    ga, gb = cell.get((a, trait)), cell.get((b, trait))
+    out = {"effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_a": 0, "n_b": 0,
+           "n_seeds_a": 0, "n_seeds_b": 0, "interval": ""}
+    sa = ga.dropna(subset=["score"]) if ga is not None else None
+    sb = gb.dropna(subset=["score"]) if gb is not None else None
+    if sa is None or sb is None or sa.empty or sb.empty:
+        return {**out, "label": LABEL_NO_SCORES,
+                "n_a": 0 if sa is None else len(sa), "n_b": 0 if sb is None else len(sb)}
+    ma = sa.groupby("seed")["score"].mean()
+    mb = sb.groupby("seed")["score"].mean()
+    out.update(n_a=len(sa), n_b=len(sb), n_seeds_a=len(ma), n_seeds_b=len(mb))
+    if len(ma) >= 2 and len(mb) >= 2:
+        effect, low, high = difference_interval(ma.to_numpy(), mb.to_numpy())
+        out["interval"] = INTERVAL_WELCH
+    else:
+        effect, low, high = bootstrap_difference(
+            sa["score"].to_numpy(), sb["score"].to_numpy(), n_boot=n_boot,
+            seed=_key_seed((setup, question, a, b, trait), seed))
+        out["interval"] = INTERVAL_BOOT_DIFF
+    out.update(effect=effect, ci_low=low, ci_high=high, label=effect_label(low, high))
+    return out
+
+
+def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 2000,
+                    seed: int = 0, eval_context: str = "default") -> pd.DataFrame:
+    """Answers to the post's four questions (:data:`QUESTIONS`) per setup, from the samples.
+
+    For each setup of ``conditions`` (in its order), in ``eval_context``:
+
+    1. ``irrelevant_suppresses``: each irrelevant condition − None, on every trait;
+    2. ``rephrasing_weakens``: each rephrased condition − its fixed inoculation (``of``), on
+       every trait (``focus`` is True on the inoculated trait, the one the question is about);
+    3. ``inoculation_suppresses_other``: each inoculation condition − None, on every trait it
+       does not inoculate (its ``trait``, or the setup's negative trait when empty);
+    4. ``removing_neutral_suppresses``: None − Baseline, and each ``empty`` condition −
+       Baseline, on every trait.
+
+    None and Baseline are the conditions so named, else the setup's first condition of kind
+    ``none`` / ``baseline``.
+
+    ``effect`` is mean(a) − mean(b) with a 95% interval: when both conditions have scores from
+    two or more seeds, a Welch t interval on seed means (``interval ==
+    "welch_t95_seed_means"``; effect = difference of the means of seed means); otherwise a
+    percentile bootstrap over the scored samples of each side (seeds pooled), resampled
+    independently (``"bootstrap95_samples"``), seeded from ``seed`` and the row's key so a row
+    does not depend on the rest of the table. ``n_a``/``n_b``: scored samples;
+    ``n_seeds_a``/``n_seeds_b``: seeds with scores.
+
+    ``label``: ``"suppresses"`` (interval below 0), ``"raises"`` (above 0), ``"no clear
+    effect"``; ``"not in grid"`` (one row with NaNs, empty trait) when the setup lacks the
+    conditions a question needs; ``"no scores"`` when a needed condition is in the grid but has
+    no scored sample in ``eval_context``. The question's "yes" direction is
+    :data:`QUESTION_YES` (for question 2, "raises": rephrasing weakens suppression).
+
+    Columns: :data:`EFFECT_COLUMNS`. Traits and their roles come from the setup's samples
+    (positive first).
+    """
+    conds = validate_conditions(conditions)
+    _validate_samples(samples, bounded=False)
+    unknown = sorted(set(samples["setup"].astype(str)) - set(conds["setup"]))
+    if unknown:
+        raise ValueError(f"samples have setups {unknown} that the conditions table lacks")
+    df = samples.loc[samples["eval_context"].astype(str) == eval_context,
+                     ["setup", "condition", "seed", "trait", "role", "score"]].copy()
+    df["score"] = pd.to_numeric(df["score"]).astype(float)
+    for c in ("setup", "condition", "trait", "role"):
+        df[c] = df[c].astype(str)
+
+    rows: list[dict] = []
+    for setup in dict.fromkeys(conds["setup"]):
+        c = conds[conds["setup"] == setup]
+        names = list(c["condition"])
+        kind_of = dict(zip(c["condition"], c["kind"]))
+        s_all = samples[samples["setup"].astype(str) == setup]
+        roles = (s_all[["trait", "role"]].astype(str).drop_duplicates()
+                 .assign(_o=lambda t: t["role"].map({r: i for i, r in enumerate(ROLES)}))
+                 .sort_values(["_o", "trait"], kind="stable"))
+        traits = list(zip(roles["trait"], roles["role"]))
+        role_of = dict(traits)
+        negatives = [t for t, r in traits if r == "negative"]
+        s = df[df["setup"] == setup]
+        cell = {key: g for key, g in s.groupby(["condition", "trait"], sort=False)}
+
+        def add(question, a, b, trait_list, focus=lambda t: True):
+            if not trait_list:  # nothing to compare on: say why rather than drop the question
+                why = "no scores for the setup" if not traits else "no other trait"
+                rows.append({"setup": setup, "question": question,
+                             "comparison": f"{a} {MINUS} {b} ({why})", "condition_a": a,
+                             "condition_b": b, "trait": "", "role": "", "focus": True,
+                             "eval_context": eval_context, "effect": math.nan,
+                             "ci_low": math.nan, "ci_high": math.nan, "n_a": 0, "n_b": 0,
+                             "n_seeds_a": 0, "n_seeds_b": 0, "interval": "",
+                             "label": LABEL_NO_SCORES if not traits else LABEL_NOT_IN_GRID})
+            for t in trait_list:
+                res = _compare(cell, setup, a, b, t, question, n_boot, seed)
+                rows.append({"setup": setup, "question": question,
+                             "comparison": f"{a} {MINUS} {b}", "condition_a": a,
+                             "condition_b": b, "trait": t, "role": role_of.get(t, ""),
+                             "focus": bool(focus(t)), "eval_context": eval_context, **res})
+
+        def missing(question, comparison, why):
+            rows.append({"setup": setup, "question": question,
+                         "comparison": f"{comparison} ({why})", "condition_a": "",
+                         "condition_b": "", "trait": "", "role": "", "focus": True,
+                         "eval_context": eval_context, "effect": math.nan, "ci_low": math.nan,
+                         "ci_high": math.nan, "n_a": 0, "n_b": 0, "n_seeds_a": 0,
+                         "n_seeds_b": 0, "interval": "", "label": LABEL_NOT_IN_GRID})
+
+        all_traits = [t for t, _ in traits]
+        by_kind = {k: [n for n in names if kind_of[n] == k] for k in CONDITION_KINDS}
+        # The references: the conditions named None / Baseline (the post's names), else the
+        # grid's first condition of kind none / baseline.
+        none = "None" if kind_of.get("None") == "none" else next(iter(by_kind["none"]), None)
+        base = ("Baseline" if kind_of.get("Baseline") == "baseline"
+                else next(iter(by_kind["baseline"]), None))
+        has_none, has_base = none is not None, base is not None
+
+        # 1. irrelevant − None
+        q = "irrelevant_suppresses"
+        if not by_kind["irrelevant"] or not has_none:
+            missing(q, f"irrelevant {MINUS} None",
+                    "no irrelevant condition" if not by_kind["irrelevant"] else "no None condition")
+        else:
+            for a in by_kind["irrelevant"]:
+                add(q, a, none, all_traits)
+
+        # 2. rephrased − fixed inoculation
+        q = "rephrasing_weakens"
+        if not by_kind["rephrased"]:
+            missing(q, f"rephrased {MINUS} inoculation", "no rephrased condition")
+        else:
+            for a in by_kind["rephrased"]:
+                b = c.loc[c["condition"] == a, "of"].iloc[0]
+                inoc = c.loc[c["condition"] == b, "trait"].iloc[0] or (negatives[0] if negatives
+                                                                        else "")
+                add(q, a, b, all_traits, focus=lambda t, inoc=inoc: t == inoc)
+
+        # 3. inoculation − None on the other trait(s)
+        q = "inoculation_suppresses_other"
+        if not by_kind["inoculation"] or not has_none:
+            missing(q, f"inoculation {MINUS} None",
+                    "no inoculation condition" if not by_kind["inoculation"]
+                    else "no None condition")
+        else:
+            for a in by_kind["inoculation"]:
+                inoc = c.loc[c["condition"] == a, "trait"].iloc[0] or (negatives[0] if negatives
+                                                                       else "")
+                add(q, a, none, [t for t in all_traits if t != inoc])
+
+        # 4. None − Baseline (and empty − Baseline)
+        q = "removing_neutral_suppresses"
+        if not has_base or not has_none:
+            missing(q, f"None {MINUS} Baseline",
+                    "no Baseline condition" if not has_base else "no None condition")
+        else:
+            add(q, none, base, all_traits)
+        if has_base:
+            for a in by_kind["empty"]:
+                add(q, a, base, all_traits)
+
+    out = pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+    for col in ("effect", "ci_low", "ci_high"):
+        out[col] = out[col].astype(float)
+    for col in ("n_a", "n_b", "n_seeds_a", "n_seeds_b"):
+        out[col] = out[col].astype("int64")
+    out["focus"] = out["focus"].astype(bool)
+    return out
+
+
+def _fmt(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{x:+.2f}".replace("-", MINUS)
+
+
+def aggregate_summary(effects: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setup, question) of :func:`summary_effects`' table, for the summary page.
+
+    Columns: ``setup``, ``question``, ``question_text``, ``n_comparisons`` (rows with ``focus``
+    and scores), ``n_yes`` (focus rows whose label is the question's "yes" direction,
+    :data:`QUESTION_YES`), ``n_opposite`` (interval excludes 0 the other way), ``n_unclear``,
+    ``strongest`` (focus row with the largest |effect| in the "yes" direction, or the largest
+    |effect| if none) with its ``effect``/``ci_low``/``ci_high``, and ``answer``: ``"yes"``
+    (all focus comparisons), ``"partly"`` (some), ``"no"`` (none, with at least one opposite),
+    ``"unclear"`` (no interval excludes 0), or ``"not in grid"`` / ``"no scores"``.
+    """
+    needed = ("setup", "question", "comparison", "trait", "focus", "effect", "ci_low", "ci_high",
+              "label")
+    missing = [c for c in needed if c not in effects.columns]
+    if missing:
+        raise ValueError(f"effects table lacks columns {missing}")
+    rows = []
+    for (setup, question), g in effects.groupby(["setup", "question"], sort=False):
+        yes = QUESTION_YES.get(question, LABEL_SUPPRESSES)
+        opposite = LABEL_RAISES if yes == LABEL_SUPPRESSES else LABEL_SUPPRESSES
+        f = g[g["focus"].astype(bool) & g["label"].isin([LABEL_SUPPRESSES, LABEL_RAISES,
+                                                         LABEL_UNCLEAR])]
+        base = {"setup": setup, "question": question,
+                "question_text": QUESTIONS.get(question, question)}
+        if f.empty:
+            answer = LABEL_NOT_IN_GRID if (g["label"] == LABEL_NOT_IN_GRID).all() else \
+                LABEL_NO_SCORES
+            rows.append({**base, "n_comparisons": 0, "n_yes": 0, "n_opposite": 0,
+                         "n_unclear": 0, "strongest": "", "effect": math.nan,
+                         "ci_low": math.nan, "ci_high": math.nan, "answer": answer})
+            continue
+        n_yes = int((f["label"] == yes).sum())
+        n_opp = int((f["label"] == opposite).sum())
+        pool = f[f["label"] == yes] if n_yes else f
+        signed = pool["effect"] * (-1.0 if yes == LABEL_SUPPRESSES else 1.0)
+        best = pool.loc[signed.idxmax()] if n_yes else pool.loc[pool["effect"].abs().idxmax()]
+        if n_yes == len(f):
+            answer = "yes"
+        elif n_yes:
+            answer = "partly"
+        elif n_opp:
+            answer = "no"
+        else:
+            answer = "unclear"
+        rows.append({**base, "n_comparisons": len(f), "n_yes": n_yes, "n_opposite": n_opp,
+                     "n_unclear": len(f) - n_yes - n_opp,
+                     "strongest": f"{best['comparison']} on {best['trait']}",
+                     "effect": float(best["effect"]), "ci_low": float(best["ci_low"]),
+                     "ci_high": float(best["ci_high"]), "answer": answer})
+    return pd.DataFrame(rows, columns=["setup", "question", "question_text", "n_comparisons",
+                                       "n_yes", "n_opposite", "n_unclear", "strongest",
+                                       "effect", "ci_low", "ci_high", "answer"])
+
+
+def pearson_r(x: Iterable[float], y: Iterable[float]) -> float:
+    """Pearson correlation of paired values (pairs with a NaN dropped).
+
+    NaN when fewer than three pairs remain or either side has zero variance (r undefined).
+    """
+    xa = np.asarray(list(x) if not isinstance(x, (np.ndarray, pd.Series)) else x, dtype=float)
+    ya = np.asarray(list(y) if not isinstance(y, (np.ndarray, pd.Series)) else y, dtype=float)
+    if xa.shape != ya.shape:
+        raise ValueError(f"x and y differ in length: {xa.size} and {ya.size}")
+    ok = ~(np.isnan(xa) | np.isnan(ya))
+    xa, ya = xa[ok], ya[ok]
+    if xa.size < 3:
+        return math.nan
+    dx, dy = xa - xa.mean(), ya - ya.mean()
+    sxx, syy = float((dx * dx).sum()), float((dy * dy).sum())
+    if sxx <= 1e-15 * max(1.0, float((xa * xa).sum())) or \
+            syy <= 1e-15 * max(1.0, float((ya * ya).sum())):
+        return math.nan
+    return float(np.clip((dx * dy).sum() / math.sqrt(sxx * syy), -1.0, 1.0))

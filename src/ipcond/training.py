@@ -90,6 +90,10 @@ def pretrain_toy_model(model: Any, tokenizer: Any, records: list[dict], *, steps
     return log
 
 
+def checkpoint_name(step: int) -> str:
+    return f"step{step:05d}"
+
+
 def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_dir: str | os.PathLike,
                   cfg: dict, seed: int, threads: int | None = None,
                   on_log: Callable[[dict], None] | None = None) -> dict:
@@ -130,6 +134,18 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
                     on_log(entry)
 
     out_dir = Path(out_dir)
+    checkpoint_steps = set(cfg.get("checkpoint_steps") or [])
+
+    class _Checkpoints(TrainerCallback):
+        """Adapters at the configured steps, for learning curves (the final one is the adapter)."""
+
+        def __init__(self, root: Path):
+            self.root = root
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step in checkpoint_steps and state.global_step < state.max_steps:
+                model.save_pretrained(str(self.root / checkpoint_name(state.global_step)))
+
     with atomic_dir(out_dir) as tmp:
         args = SFTConfig(
             output_dir=str(tmp / "trainer"),
@@ -158,7 +174,7 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
         )
         t0 = time.time()
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                             peft_config=lora, callbacks=[_Progress()])
+                             peft_config=lora, callbacks=[_Progress(), _Checkpoints(tmp / "checkpoints")])
         result = trainer.train()
         trainer.model.save_pretrained(str(tmp))
         import shutil

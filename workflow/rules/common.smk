@@ -15,6 +15,7 @@ SETUPS = list(config["setups"])
 CONDITIONS = sorted({c for s in config["setups"].values() for c in s["conditions"]})
 SEEDS = [str(s) for s in config["seeds"]]
 TOY = config["base_model"]["kind"] == "toy"
+CURVES = config["generation"].get("curve_n_eval", 0) > 0
 CELL = "results/{setup}/{condition}/seed{seed}"
 
 
@@ -64,6 +65,16 @@ def setup_cells(wildcards, leaf):
         f"results/{wildcards.setup}/{c}/seed{s}/{leaf}"
         for c in setup["conditions"]
         for s in SEEDS
+    ]
+
+
+def all_cells(leaf):
+    """Every cell's file ``leaf``, across setups, conditions and seeds."""
+    return [
+        f"results/{s}/{c}/seed{seed}/{leaf}"
+        for s, spec in config["setups"].items()
+        for c in spec["conditions"]
+        for seed in SEEDS
     ]
 
 

@@ -55,6 +55,7 @@ rule cell_train_data:
         f"{CELL}/train.jsonl",
     params:
         condition=condition_conf,
+        n_train=lambda wc: training_config(config, wc.setup, wc.condition)["n_train"],
         placement=lambda wc: setup_conf(wc)["placement"],
         system_prompt=lambda wc: setup_conf(wc).get("system_prompt"),
         eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],

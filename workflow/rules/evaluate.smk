@@ -68,3 +68,32 @@ rule elicit:
         "../../envs/train.yaml"
     script:
         "../scripts/elicit.py"
+
+
+
+rule curves:
+    input:
+        base=base_model_input,
+        adapters=lambda wc: setup_cells(wc, "adapter"),
+        train=lambda wc: setup_cells(wc, "train.jsonl"),
+        eval="results/{setup}/data/eval.jsonl",
+    output:
+        samples="results/{setup}/curves/samples.csv",
+        table="results/{setup}/curves.csv",
+    params:
+        generation=config["generation"],
+        setup=setup_conf,
+        scorers=config.get("scorers", {}),
+        judge=config.get("judge", {}),
+    threads: config["generation"].get("threads", 1)
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/{setup}/curves.log",
+    benchmark:
+        "benchmarks/{setup}/curves.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/curves.py"

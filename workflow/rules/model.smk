@@ -43,7 +43,7 @@ rule finetune:
     output:
         adapter=directory(f"{CELL}/adapter"),
     params:
-        training=lambda wc: training_config(config, wc.setup),
+        training=lambda wc: training_config(config, wc.setup, wc.condition),
     threads: config["training"].get("threads", 1)
     resources:
         mem_mb=4000,

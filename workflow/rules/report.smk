@@ -20,12 +20,21 @@ rule aggregate:
 
 rule figure:
     input:
-        "results/{setup}/scores.csv",
+        table="results/{setup}/scores.csv",
+        elicitation="results/{setup}/elicitation.csv",
+        curves=lambda wc: f"results/{wc.setup}/curves.csv" if CURVES else [],
     output:
         pdf="results/figures/{setup}.pdf",
-        png="results/figures/png/{setup}-01.png",
+        png=report(
+            directory("results/figures/png/{setup}"),
+            patterns=["{name}.png"],
+            caption="../report/setup.rst",
+            category="Setups",
+            subcategory="{setup}",
+        ),
     params:
-        title=lambda wc: setup_conf(wc).get("title"),
+        setup=setup_conf,
+        training=lambda wc: [training_config(config, wc.setup, c) for c in setup_conf(wc)["conditions"]],
     log:
         "logs/figures/{setup}.log",
     conda:
@@ -34,8 +43,29 @@ rule figure:
         "../scripts/figure.py"
 
 
+rule summary:
+    input:
+        scores=all_cells("scores.csv"),
+    output:
+        table="results/summary.csv",
+        pdf="results/figures/summary.pdf",
+        png=report(
+            directory("results/figures/png/summary"),
+            patterns=["{name}.png"],
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        "logs/figures/summary.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/summary.py"
+
+
 rule figure_all:
     input:
+        "results/figures/summary.pdf",
         expand("results/figures/{setup}.pdf", setup=SETUPS),
     output:
         "results/figures/all.pdf",

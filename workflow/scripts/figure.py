@@ -3,4 +3,5 @@ from ipcond.jobs import figure_setup, log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):
-    figure_setup(sm.config, sm.wildcards.setup, sm.input[0], sm.output.pdf, str(__import__("pathlib").Path(sm.output.png).parent))
+    figure_setup(sm.config, sm.wildcards.setup, sm.input.table, sm.input.elicitation,
+                 sm.input.curves or None, sm.output.pdf, sm.output.png)
