@@ -21,7 +21,7 @@ def reduced_config(default: dict) -> dict:
     cfg = copy.deepcopy(default)
     cfg["world"]["n_pretrain_examples"] = 3000
     cfg["base_model"]["toy"].update(pretrain_steps=120, batch_size=32, hidden_size=64, intermediate_size=192)
-    cfg["training"].update(n_train=48, max_steps=6, batch_size=8, logging_steps=3)
+    cfg["training"].update(n_train=48, max_steps=6, batch_size=8, logging_steps=3, checkpoint_steps=[3])
     cfg["generation"].update(n_eval=12, max_new_tokens=40)
     keep = {"trait_distillation_french_playful": ["Baseline", "PlayfulInoc", "PlayfulInocRephrased"],
             "spanish_caps": ["Baseline", "None", "AllCapsInoc"]}

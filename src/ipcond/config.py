@@ -114,6 +114,159 @@ def _semantic_checks(config: dict, source: str) -> None:
                                   "from the setup (baseline/control: eval_prompt) or has none; remove 'prompt'")
 
 
+# ------------------------------------------------------------------------------------------
+# Input files the config names: checked before anything runs
+# ------------------------------------------------------------------------------------------
+
+FILE_KEY_SUFFIXES = ("_file", "_path")
+
+
+def _looks_like_local_path(s: str) -> bool:
+    """A model reference that can only be a local folder (a hub id is 'name' or 'org/name')."""
+    return (s.startswith(("/", "./", "../", "~")) or "\\" in s or s.count("/") > 1
+            or s in (".", ".."))
+
+
+def _file_keys(node: Any, path: tuple = ()) -> Iterable[tuple[str, str]]:
+    """Every (config key, value) whose key ends in ``_file`` or ``_path`` and whose value is a string."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            here = (*path, k)
+            if isinstance(k, str) and k.endswith(FILE_KEY_SUFFIXES) and isinstance(v, str):
+                yield _key_path(here), v
+            else:
+                yield from _file_keys(v, here)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _file_keys(v, (*path, i))
+
+
+def _check_one_file(key: str, value: str, path: Path) -> int | None:
+    """Check one named input file by what its key or name says it is; returns a record/prompt count."""
+    from . import data as dt
+    from .provenance import read_jsonl
+
+    leaf = key.rsplit(".", 1)[-1]
+    if not path.exists():
+        raise dt.DataError(f"{value}: file not found" + (f" (read as {path})" if str(path) != value else "")
+                           + f"; fix {key} or create the file")
+    if path.is_dir():
+        if leaf.endswith("_path"):  # a *_path may name a folder (a model, a data set on disk)
+            return None
+        raise dt.DataError(f"{value}: is a folder; point {key} at the file itself")
+    if leaf.endswith("train_file"):
+        return len(dt.load_chat_jsonl(path, need_answer=True))
+    if leaf.endswith("eval_file"):
+        return len(dt.load_chat_jsonl(path, need_answer=False))
+    if path.suffix == ".jsonl":
+        try:
+            records = read_jsonl(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise dt.DataError(str(e)) from None
+        if not records:
+            raise dt.DataError(f"{value}: no records; the file is empty. Point at the right file or regenerate it")
+        return len(records)
+    if path.suffix == ".txt" or "prompt" in leaf:
+        return len(dt.load_prompt_file(path))
+    if path.suffix in (".json", ".yaml", ".yml", ".csv", ".tsv", ".md"):
+        if not dt.read_text_file(path).strip():
+            raise dt.DataError(f"{value}: the file is empty; point at the right file")
+    return None
+
+
+def check_input_files(config: dict, source: str = "config",
+                      base_dir: str | Path | None = None) -> list[tuple[str, Path]]:
+    """Check every input file the config names, before anything runs; return ``(key, path)`` pairs.
+
+    Covered: ``base_model.path`` when ``base_model.kind`` is ``pretrained`` and it is a local folder
+    (it must exist and hold ``config.json``; a hub id such as ``org/name`` is left to the download);
+    ``scorers.<trait>.template`` (a packaged name must exist; a file must exist, be UTF-8 and hold
+    ``{question}`` and ``{answer}``; ``template_params`` must fill its other placeholders); and
+    every key under ``setups`` that ends in ``_file`` or ``_path`` (e.g.
+    ``setups.<name>.train_file``, ``setups.<name>.eval_file``): ``*train_file`` must be chat JSON
+    lines with answers, ``*eval_file`` chat JSON lines, other ``.jsonl`` valid JSON lines, ``.txt``
+    (or a key with ``prompt``) a prompt file, one prompt per line; a ``*_path`` may also name a
+    folder, which must exist. Relative paths are read from
+    ``base_dir`` (default: the working directory). All problems are reported together in one
+    ``ConfigError``, each with its config key, the file (and line) and the fix.
+    """
+    from . import data as dt
+
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    problems: list[str] = []
+    checked: list[tuple[str, Path]] = []
+
+    def resolve(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    bm = config.get("base_model") or {}
+    if bm.get("kind") == "pretrained" and isinstance(bm.get("path"), str) and bm["path"]:
+        value = bm["path"]
+        p = resolve(value)
+        if p.exists() or _looks_like_local_path(value):
+            if not p.exists():
+                problems.append(f"base_model.path = {value!r}: the folder does not exist (read as {p}); "
+                                "point base_model.path at a local model folder, or give a hub id (org/name)")
+            elif not p.is_dir():
+                problems.append(f"base_model.path = {value!r}: is a file, not a model folder; point it at the "
+                                "folder that holds config.json and the weights")
+            elif not (p / "config.json").is_file():
+                problems.append(f"base_model.path = {value!r}: {p} has no config.json, so it is not a model "
+                                "folder; point it at the folder that holds config.json and the weights "
+                                "(save_pretrained writes one)")
+            else:
+                checked.append(("base_model.path", p))
+
+    for trait, spec in (config.get("scorers") or {}).items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("template"), str):
+            continue
+        key, value = f"scorers.{trait}.template", spec["template"]
+        from .judging import TEMPLATE_NAMES, load_template
+
+        is_path = value.endswith(".txt") or "/" in value  # as load_template reads it
+        try:
+            if is_path:
+                p = resolve(value)
+                if not p.is_file():
+                    raise dt.DataError(f"{value}: judge template file not found (read as {p}); fix the path "
+                                       f"or use a packaged template: {list(TEMPLATE_NAMES)}")
+                if not dt.read_text_file(p, "judge template").strip():
+                    raise dt.DataError(f"{value}: the judge template file is empty")
+                tpl = load_template(p)
+                checked.append((key, p))
+            else:
+                if value not in TEMPLATE_NAMES:
+                    close = difflib.get_close_matches(value, TEMPLATE_NAMES, n=1)
+                    raise dt.DataError(f"{value!r} is not a packaged judge template"
+                                       + (f" (did you mean {close[0]!r}?)" if close else "")
+                                       + f"; use one of {list(TEMPLATE_NAMES)} or a path to a .txt file")
+                tpl = load_template(value)
+            needed = tpl.placeholders() - {"question", "answer"} - set(spec.get("template_params") or {})
+            if needed:
+                raise dt.DataError(f"template {tpl.name!r} needs values for {sorted(needed)}; add "
+                                   + ", ".join(f"scorers.{trait}.template_params.{n}" for n in sorted(needed)))
+            if spec.get("judge_kind") == "grade_0_10" and "GRADE" not in tpl.text:
+                raise dt.DataError(f"template {tpl.name!r} does not ask for 'GRADE: X' but "
+                                   f"scorers.{trait}.judge_kind is grade_0_10; use judge_kind logprob_0_100 "
+                                   "or a grading template")
+        except (dt.DataError, ValueError, FileNotFoundError) as e:
+            problems.append(f"{key} = {value!r}: {e}")
+
+    for key, value in _file_keys(config.get("setups") or {}, ("setups",)):
+        p = resolve(value)
+        try:
+            _check_one_file(key, value, p)
+            checked.append((key, p))
+        except (dt.DataError, ValueError, FileNotFoundError) as e:
+            problems.append(f"{key} = {value!r}: {e}")
+
+    if problems:
+        raise ConfigError(f"{source}: input files the config names have problems (nothing was run):\n"
+                          + "\n".join(f"  {m}" for m in problems))
+    return checked
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     path = Path(path)
     try:

@@ -347,30 +347,34 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
     return rows
 
 
-def curves_setup(config: dict, sname: str, cells: list[dict], eval_path: str, samples_csv: str, out_csv: str,
-                 threads: int) -> None:
-    """Learning curves of every cell of a setup, in one process.
-
-    ``cells``: dicts with condition, seed, train (train.jsonl) and adapter (folder). One process per
-    setup, not per cell: loading torch and transformers costs more than measuring a toy cell.
-    """
+def write_curve(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
+                adapter_dir: str, out_path: str, threads: int) -> None:
+    """A cell's learning curve (see :func:`curve_cell`) as CSV; only a header when curves are off
+    (``generation.curve_n_eval: 0``)."""
     import csv
 
+    from .provenance import atomic_path
+
+    t0 = time.time()
+    n = config["generation"].get("curve_n_eval", 0)
+    rows = curve_cell(config, sname, cname, seed, eval_path, train_path, adapter_dir, threads) if n else []
+    with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"learning curve: {len(rows)} rows in {time.time() - t0:.1f} s")
+
+
+def combine_curves(curve_paths: list[str], samples_csv: str, out_csv: str) -> None:
+    """Every cell's learning-curve samples of a setup in one table, and its aggregate."""
     import pandas as pd
 
     from .provenance import atomic_path
 
-    rows: list[dict] = []
-    for i, cell in enumerate(cells, 1):
-        t0 = time.time()
-        rows += curve_cell(config, sname, cell["condition"], int(cell["seed"]), eval_path, cell["train"],
-                           cell["adapter"], threads)
-        print(f"[{i}/{len(cells)}] {cell['condition']} seed {cell['seed']}: curve measured in {time.time() - t0:.1f} s")
-    with atomic_path(samples_csv) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    aggregate_curves(read_table(samples_csv), out_csv)
+    samples = pd.concat([read_table(p) for p in curve_paths], ignore_index=True)
+    with atomic_path(samples_csv) as tmp:
+        samples.to_csv(tmp, index=False)
+    aggregate_curves(samples, out_csv)
 
 
 def aggregate_curves(samples, out_csv: str) -> None:

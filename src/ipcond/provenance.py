@@ -74,18 +74,74 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
     return n
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read JSON lines; a bad line raises an error naming the file and line number."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); "
-                                 "regenerate the file or fix that line") from None
+def read_jsonl(path: str | os.PathLike, *, with_line_numbers: bool = False) -> list:
+    """Read JSON lines, one JSON object per line (blank lines are skipped).
+
+    Every problem raises an error that names the file, the line and the fix: a missing file
+    (``FileNotFoundError``); bytes that are not UTF-8 (with the byte offset, line and column, and an
+    ``iconv`` command to re-encode); a last line cut mid-record ("line N is not complete JSON; the
+    file looks truncated"); a line that is not JSON; a line that is JSON but not an object (all
+    ``ValueError``). An empty file gives ``[]``: callers that need records say so
+    (``ipcond.data.load_chat_jsonl``). A UTF-8 byte-order mark at the start is accepted.
+
+    With ``with_line_numbers=True`` the result is a list of ``(line_number, record)`` pairs.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found; check the path (relative paths are read from "
+                                f"{Path.cwd()}) or run the step that writes it") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a JSON lines file; point at the .jsonl file") from None
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    if b"\x00" in raw:
+        off = raw.index(b"\x00")
+        line = raw.count(b"\n", 0, off) + 1
+        raise ValueError(
+            f"{path}:{line}: has a NUL byte at byte offset {off}: it is not UTF-8 text "
+            f"(UTF-16, or a binary file?). Re-encode it to UTF-8, e.g. `iconv -f utf-16 -t utf-8 {path} > "
+            f"{p.stem}.utf8{p.suffix}`, or point at the right file")
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        off = e.start + bom
+        line = raw.count(b"\n", 0, off) + 1
+        col = off - (raw.rfind(b"\n", 0, off) + 1) + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8: byte 0x{raw[off]:02x} at byte offset {off} (line {line}, "
+            f"column {col}) is not valid UTF-8; the file must be UTF-8. Re-encode it, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path} > {p.stem}.utf8{p.suffix}` (with the file's real encoding "
+            "in place of latin1)") from None
+    lines = text.split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    out: list = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        lineno = i + 1
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            # A record cut short fails at the end of its line, or inside a string never closed.
+            incomplete = e.pos >= len(line.rstrip()) or e.msg.startswith("Unterminated string")
+            if incomplete and i == last:
+                raise ValueError(
+                    f"{path}:{lineno}: line {lineno} is not complete JSON; the file looks truncated "
+                    f"(it ends mid-record: {e.msg}, column {e.colno}). Regenerate or re-copy the file; "
+                    f"or, to keep the {len(out)} complete record{'' if len(out) == 1 else 's'} before it, "
+                    f"delete line {lineno}") from None
+            if incomplete:
+                raise ValueError(
+                    f"{path}:{lineno}: line {lineno} is not complete JSON: the record ends mid-way ({e.msg}, "
+                    f"column {e.colno}) and more lines follow (an interrupted write, then appends?); "
+                    "regenerate the file, or fix or delete that line") from None
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}, column {e.colno}); "
+                             "each line must be one JSON object: regenerate the file or fix that line") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{lineno}: is JSON but a {type(rec).__name__}, not an object; each line "
+                             'must be one JSON object ({"messages": [...]}): fix or remove that line')
+        out.append((lineno, rec) if with_line_numbers else rec)
     return out
 
 

@@ -2,12 +2,15 @@
 
 import sys
 
-from ipcond.config import ConfigError, validate_config
+from ipcond.config import ConfigError, check_input_files, validate_config
 from ipcond.jobs import base_model_path, training_config
 
 
+# Bad config keys and bad files the config names stop the run here, before anything is trained.
 try:
-    validate_config(config, source="config (config.yaml plus --config/--configfile overrides)")
+    _source = "config (config.yaml plus --config/--configfile overrides)"
+    validate_config(config, source=_source)
+    INPUT_FILES = check_input_files(config, source=_source)
 except ConfigError as err:
     sys.exit(f"Config error:\n{err}")
 

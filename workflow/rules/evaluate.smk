@@ -8,10 +8,16 @@ rule generate:
         eval="results/{setup}/data/eval.jsonl",
         train=f"{CELL}/train.jsonl",
     output:
-        f"{CELL}/generations.jsonl",
+        generations=f"{CELL}/generations.jsonl",
+        # The learning curve is measured in the same process: loading torch and transformers
+        # costs more than measuring a toy cell's checkpoints.
+        curve=f"{CELL}/curve.csv",
     params:
         generation=config["generation"],
         eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
+        traits=lambda wc: setup_conf(wc)["traits"],
+        scorers=config.get("scorers", {}),
+        judge=config.get("judge", {}),
     threads: config["generation"].get("threads", 1)
     resources:
         mem_mb=4000,
@@ -71,29 +77,16 @@ rule elicit:
 
 
 
+
 rule curves:
     input:
-        base=base_model_input,
-        adapters=lambda wc: setup_cells(wc, "adapter"),
-        train=lambda wc: setup_cells(wc, "train.jsonl"),
-        eval="results/{setup}/data/eval.jsonl",
+        lambda wc: setup_cells(wc, "curve.csv"),
     output:
         samples="results/{setup}/curves/samples.csv",
         table="results/{setup}/curves.csv",
-    params:
-        generation=config["generation"],
-        setup=setup_conf,
-        scorers=config.get("scorers", {}),
-        judge=config.get("judge", {}),
-    threads: config["generation"].get("threads", 1)
-    resources:
-        mem_mb=4000,
-        runtime=60,
     log:
         "logs/{setup}/curves.log",
-    benchmark:
-        "benchmarks/{setup}/curves.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/report.yaml"
     script:
         "../scripts/curves.py"
