@@ -191,6 +191,14 @@ def test_llm_judge_scoring_through_the_workflow_leaks_no_key_and_caches(workflow
         finally:
             del os.environ["IPCOND_TEST_JUDGE_KEY"]
     assert first_calls > 0
+    # The HTML report holds the config and the rules' params: the key must not be in it either.
+    proc = snakemake(work, "--report", str(work / "report.zip"), "--configfile", str(work / "judged.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import zipfile
+
+    with zipfile.ZipFile(work / "report.zip") as z:
+        for name in z.namelist():
+            assert key.encode() not in z.read(name), name
     # The key is nowhere in what the workflow wrote: results, logs, benchmarks, Snakemake metadata.
     for path in work.rglob("*"):
         if path.is_file():

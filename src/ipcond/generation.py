@@ -3,12 +3,22 @@
 ``TransformersBackend`` runs everywhere (CPU or GPU), batched with left padding. Sampling
 parameters are the same dataclass for every backend, and every output records the backend and
 its versions.
+
+``generate_all`` seeds every batch on its own, so that a batch's generations depend only on its
+conversations, the model and the sampling parameters; with a :class:`GenerationJournal` finished
+batches are appended to a file as they come, and a killed run resumes where it stopped with the
+same generations as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -87,12 +97,147 @@ def make_backend(name: str, base_model: str, adapter: str | None = None, **kw: A
 
 
 def generate_all(backend: GenerationBackend, conversations: list[list[dict]], params: SamplingParams,
-                 progress_every: int = 256) -> list[str]:
-    """Generate in chunks, printing progress for long runs."""
+                 progress_every: int = 256, *, journal: "GenerationJournal | None" = None, tag: str = "",
+                 ids: list[Any] | None = None) -> list[str]:
+    """Generate batch by batch (the backend's ``batch_size``), printing progress for long runs.
+
+    The batch starting at conversation ``i`` is sampled with seed ``params.seed + i``, so its
+    generations do not depend on what ran before it. With a ``journal``, batches it already holds
+    (same ``tag``, position, conversations, ``ids``, parameters and model) are taken from it and
+    new ones are appended to it as they finish.
+    """
+    size = max(1, int(getattr(backend, "batch_size", 0) or progress_every))
     out: list[str] = []
-    t0 = time.time()
-    for start in range(0, len(conversations), progress_every):
-        out.extend(backend.generate(conversations[start:start + progress_every],
-                                    SamplingParams(**{**asdict(params), "seed": params.seed + start})))
-        print(f"generated {len(out)}/{len(conversations)} ({time.time() - t0:.1f} s)", flush=True)
+    t0, reused, last_print = time.time(), 0, 0
+    for start in range(0, len(conversations), size):
+        batch = conversations[start:start + size]
+        p = SamplingParams(**{**asdict(params), "seed": params.seed + start})
+        key = None
+        if journal is not None:
+            key = journal.key(tag=tag, start=start, conversations=batch, params=asdict(p),
+                              ids=None if ids is None else ids[start:start + size])
+            got = journal.get(key)
+            if got is not None and len(got) == len(batch):
+                out.extend(got)
+                reused += len(got)
+                continue
+        outs = backend.generate(batch, p)
+        if journal is not None:
+            journal.add(key, outs, tag=tag, start=start)
+        out.extend(outs)
+        if len(out) - last_print >= progress_every or len(out) == len(conversations):
+            last_print = len(out)
+            print(f"generated {len(out)}/{len(conversations)} ({time.time() - t0:.1f} s)", flush=True)
+    if reused:
+        print(f"{tag or 'generations'}: {reused}/{len(conversations)} taken from {journal.path} "
+              f"(an earlier, interrupted run)", flush=True)
+    return out
+
+
+class GenerationJournal:
+    """Finished generation batches, appended to a JSON-lines file as they come.
+
+    One line per batch: ``{"key", "tag", "start", "responses"}``. The key is a SHA-256 of the
+    ``fingerprint`` (model, backend, anything else that decides the output) and of the batch
+    (eval context tag, position, conversations with their prompts, sample ids, sampling
+    parameters with the batch's seed), so rows made under another config are never reused. A
+    last line cut short by a kill is dropped on load. The file is not an output: the caller
+    writes the output atomically and then calls :meth:`remove`.
+    """
+
+    def __init__(self, path: str | os.PathLike, fingerprint: dict):
+        self.path = Path(path)
+        self._fp = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, ensure_ascii=False,
+                                             default=str).encode()).hexdigest()
+        self._done: dict[str, list[str]] = {}
+        self._f = None
+        self.n_loaded = 0  # batches read from the file
+        self.n_reused = 0  # of those, batches taken by this run
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        keep, dropped = [], 0
+        for line in self.path.read_bytes().split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                ok = isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("responses"), list)
+            except ValueError:
+                ok = False
+            if not ok:
+                dropped += 1
+                continue
+            keep.append(line)
+            self._done[rec["key"]] = rec["responses"]
+        self.n_loaded = len(keep)
+        if dropped:  # rewrite without the broken line before appending to it
+            from .provenance import atomic_path
+
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(b"".join(line + b"\n" for line in keep))
+        print(f"{self.path}: {len(keep)} finished batches from an earlier run"
+              + (f" ({dropped} incomplete line{'s' if dropped > 1 else ''} dropped)" if dropped else ""), flush=True)
+
+    def key(self, **batch: Any) -> str:
+        blob = json.dumps({"fingerprint": self._fp, **batch}, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> list[str] | None:
+        got = self._done.get(key)
+        self.n_reused += got is not None
+        return got
+
+    def add(self, key: str, responses: list[str], **meta: Any) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a", encoding="utf-8")
+        self._f.write(json.dumps({"key": key, **meta, "responses": responses}, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())  # survives the machine going away, not only the process
+        self._done[key] = responses
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def remove(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> "GenerationJournal":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def files_fingerprint(path: str | os.PathLike | None, patterns: tuple[str, ...] = ("*",),
+                      hash_limit: int = 256 << 20) -> dict:
+    """What identifies a model folder's top-level files matching ``patterns``, for journal keys:
+    SHA-256 of files up to ``hash_limit`` bytes (configs, LoRA adapters), size and modification
+    time of bigger ones (a base model's weight shards). A path that is not a folder (a hub id)
+    counts by name."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_dir():
+        return {"id": str(path)}
+    out: dict[str, Any] = {}
+    for f in sorted(p.iterdir()):
+        if not f.is_file() or not any(f.match(pat) for pat in patterns):
+            continue
+        st = f.stat()
+        if st.st_size > hash_limit:
+            out[f.name] = [st.st_size, st.st_mtime_ns]
+            continue
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        out[f.name] = h.hexdigest()
     return out

@@ -201,18 +201,25 @@ def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: s
                   threads: int) -> None:
     from .training import finetune_lora
 
-    records = dt.load_chat_jsonl(train_path)
+    records, lines = dt.load_chat_jsonl_with_lines(train_path)
     if config["base_model"]["kind"] == "toy":
         from .modeling import load_tokenizer
 
         check_toy_vocabulary(load_tokenizer(base_model_path(config)), cell_prompt_texts(config, sname, cname, records))
     tcfg = training_config(config, sname, cname)
+
+    def write_provenance(folder: Path, summary: dict) -> None:  # inside the adapter folder before it is in place
+        write_json(folder / "provenance.json",
+                   provenance({"training": tcfg, "setup": sname, "condition": cname, "seed": seed},
+                              summary={k: v for k, v in summary.items() if k != "losses"}))
+
+    # With training.save_every_steps, resume state lives in <out_dir>.resume (see finetune_lora).
     summary = finetune_lora(base_model_path(config), records, out_dir, tcfg,
-                            seed=tw.derive_seed(sname, cname, seed) % 2**31, threads=threads)
-    write_json(Path(out_dir) / "provenance.json",
-               provenance({"training": tcfg, "setup": sname, "condition": cname, "seed": seed},
-                          summary={k: v for k, v in summary.items() if k != "losses"}))
-    print(f"trained {summary['steps']} steps in {summary['train_seconds']} s, loss {summary['train_loss']:.4f}")
+                            seed=tw.derive_seed(sname, cname, seed) % 2**31, threads=threads,
+                            finalize=write_provenance, source=str(train_path), lines=lines)
+    resumed = f", resumed from step {summary['resumed_from_step']}" if summary.get("resumed_from_step") else ""
+    print(f"trained {summary['steps']} steps in {summary['train_seconds']} s{resumed}, "
+          f"loss {summary['train_loss']:.4f}")
 
 
 def cell_prompt_texts(config: dict, sname: str, cname: str, records: list[dict]) -> dict[str, str | None]:
@@ -240,9 +247,25 @@ def _backend(config: dict, adapter: str | None, threads: int):
                         batch_size=g.get("batch_size", 64), threads=threads)
 
 
+def generation_partial_path(out_path: str) -> str:
+    """Where ``generate_cell`` appends finished batches while it runs: ``<out>.partial.jsonl``, next to
+    the output but not an output (Snakemake deletes a failed job's outputs, not this)."""
+    return str(out_path) + ".partial.jsonl"
+
+
 def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
-                  adapter: str, out_path: str, threads: int) -> None:
-    from .generation import generate_all
+                  adapter: str, out_path: str, threads: int, keep_partial: bool = False) -> None:
+    """Generations of a cell in every eval context, resumable.
+
+    Finished batches are appended to :func:`generation_partial_path` as they come; a re-run after
+    a kill or crash takes the batches it already has (keyed by eval context, position, sample ids,
+    conversations with their prompts, sampling parameters with the batch's seed, generation
+    backend and versions, base model and adapter files) and samples only the rest, giving the same
+    generations as an uninterrupted run. The output is written atomically, then the partial file
+    is removed (``keep_partial``: left for the caller to remove once the job's other outputs are in
+    place too).
+    """
+    from .generation import GenerationJournal, files_fingerprint, generate_all
 
     setup = config["setups"][sname]
     items = read_jsonl(eval_path)
@@ -254,23 +277,35 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
             f"setups.{sname}.eval_prompt": setup["eval_prompt"],
             f"setups.{sname}.system_prompt": setup.get("system_prompt"),
             **{f"setups.{sname}.conditions.{cname} prompt {p!r}": p for p in dict.fromkeys(train_prompts)}})
+    for stale in Path(out_path).parent.glob(f".{Path(out_path).name}.*.tmp"):  # temp files of a killed run
+        stale.unlink(missing_ok=True)
+    fingerprint = {"backend": backend.info(), "batch_size": getattr(backend, "batch_size", None),
+                   "base_model": files_fingerprint(base_model_path(config)),
+                   "adapter": files_fingerprint(adapter, ("adapter_*",))}
+    journal = GenerationJournal(generation_partial_path(out_path), fingerprint)
     rows = []
     done: dict[tuple, list[str]] = {}
-    for ctx, prompts in contexts.items():
-        # Contexts with the same prompts (Baseline's train and default, None's train and none) are
-        # sampled once: the same conversations under the same model give the same distribution.
-        key = tuple(prompts)
-        if key not in done:
-            convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
-            done[key] = generate_all(backend, convs, _sampling(config, sname, cname, seed, ctx))
-            print(f"{ctx}: {len(done[key])} generations")
-        else:
-            print(f"{ctx}: same prompts as an earlier context, generations reused")
-        outs = done[key]
-        rows += [{"eval_context": ctx, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
-                  "response": o} for it, p, o in zip(items, prompts, outs)]
+    with journal:
+        for ctx, prompts in contexts.items():
+            # Contexts with the same prompts (Baseline's train and default, None's train and none) are
+            # sampled once: the same conversations under the same model give the same distribution.
+            key = tuple(prompts)
+            if key not in done:
+                convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
+                done[key] = generate_all(backend, convs, _sampling(config, sname, cname, seed, ctx),
+                                         journal=journal, tag=ctx, ids=[it["id"] for it in items])
+                print(f"{ctx}: {len(done[key])} generations")
+            else:
+                print(f"{ctx}: same prompts as an earlier context, generations reused")
+            outs = done[key]
+            rows += [{"eval_context": ctx, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
+                      "response": o} for it, p, o in zip(items, prompts, outs)]
+    # Provenance first: the output's presence implies its provenance's.
+    write_json(out_path + ".provenance.json", provenance({"generation": config["generation"]}, backend=backend.info(),
+                                                         resumed_batches=journal.n_reused))
     write_jsonl(out_path, rows)
-    write_json(out_path + ".provenance.json", provenance({"generation": config["generation"]}, backend=backend.info()))
+    if not keep_partial:
+        journal.remove()
 
 
 def curve_checkpoints(adapter_dir: str) -> list[tuple[int, str | None]]:
@@ -298,7 +333,7 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
     scores.csv plus ``step`` and ``measure``, so the same aggregation gives intervals.
     """
     from .generation import generate_all
-    from .teacher_forcing import trait_preference
+    from .teacher_forcing import trait_preferences
 
     setup = config["setups"][sname]
     kind = setup["conditions"][cname]["kind"]
@@ -306,41 +341,42 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
     items = read_jsonl(eval_path)[:n]
     train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
     contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
+    # Contexts with the same prompts (Baseline's train and default, ...) are measured once, and all
+    # distinct ones go through the model together: one decoding loop per checkpoint, not one per context.
+    distinct: dict[tuple, list[str]] = {}
+    for ctx, prompts in contexts.items():
+        distinct.setdefault(tuple(prompts), []).append(ctx)
+    convs = [pr.messages(setup, p, it["instruction"]) for key in distinct for it, p in zip(items, key)]
+    refs = [it.get("references", {}) for it in items] * len(distinct)
     scorers = make_scorers(config, setup)
     traits = {setup["traits"][r]["name"]: r for r in ("positive", "negative")}
+    # Items without reference answers (a real dataset without them) are left unscored, not dropped.
+    has_refs = all("clean" in r and all(t in r for t in traits) for r in refs)
     rows = []
     for step, adapter in curve_checkpoints(adapter_dir):
         backend = _backend(config, adapter, threads)
-        done: dict[tuple, tuple[list[dict], dict[str, list]]] = {}
-        for ctx, prompts in contexts.items():
-            key = tuple(prompts)
-            if key not in done:  # contexts with the same prompts are measured once (as in generate)
-                convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
-                outs = generate_all(backend, convs, _sampling(config, sname, cname, seed, ctx, "curve", step))
-                sampled = score_rows(setup, [{"sample_id": it["id"], "instruction": it["instruction"], "response": o}
-                                             for it, o in zip(items, outs)], scorers)
-                forced = {}
-                for trait in traits:
-                    refs = [it.get("references", {}) for it in items]
-                    if all(trait in r and "clean" in r for r in refs):
-                        forced[trait] = trait_preference(backend.model, backend.tokenizer, convs,
-                                                         [r[trait] for r in refs], [r["clean"] for r in refs])
-                    else:  # no reference answers (a real dataset without them): unscored, not dropped
-                        forced[trait] = [None] * len(items)
-                done[key] = (sampled, forced)
-            sampled, forced = done[key]
-            base = {"setup": sname, "condition": cname, "condition_kind": kind, "seed": seed, "step": step,
-                    "eval_context": ctx}
-            rows += [{**base, "sample_id": r["sample_id"], "trait": r["trait"], "role": r["role"], "measure": "rate",
-                      "score": "" if r["score"] is None else r["score"], "scorer": scorers[r["trait"]].name}
-                     for r in sampled]
-            for trait, results in forced.items():
-                for it, res in zip(items, results):
-                    for measure in ("logodds", "first_token_prob"):
-                        value = "" if res is None else getattr(res, measure)
-                        rows.append({**base, "sample_id": it["id"], "trait": trait, "role": traits[trait],
-                                     "measure": measure, "score": value, "scorer": "teacher_forced"})
-        print(f"step {step}: {len(contexts)} eval contexts x {len(items)} instructions measured")
+        outs = generate_all(backend, convs, _sampling(config, sname, cname, seed, "curve", step))
+        sampled = score_rows(setup, [{"sample_id": i, "instruction": items[i % len(items)]["instruction"], "response": o}
+                                     for i, o in enumerate(outs)], scorers)
+        forced = (trait_preferences(backend.model, backend.tokenizer, convs,
+                                    {t: [r[t] for r in refs] for t in traits}, [r["clean"] for r in refs])
+                  if has_refs else {t: [None] * len(convs) for t in traits})
+        for k, ctxs in enumerate(distinct.values()):
+            lo, hi = k * len(items), (k + 1) * len(items)
+            for ctx in ctxs:
+                base = {"setup": sname, "condition": cname, "condition_kind": kind, "seed": seed, "step": step,
+                        "eval_context": ctx}
+                rows += [{**base, "sample_id": items[r["sample_id"] - lo]["id"], "trait": r["trait"], "role": r["role"],
+                          "measure": "rate", "score": "" if r["score"] is None else r["score"],
+                          "scorer": scorers[r["trait"]].name}
+                         for r in sampled if lo <= r["sample_id"] < hi]
+                for trait, results in forced.items():
+                    for it, res in zip(items, results[lo:hi]):
+                        for measure in ("logodds", "first_token_prob"):
+                            rows.append({**base, "sample_id": it["id"], "trait": trait, "role": traits[trait],
+                                         "measure": measure, "score": "" if res is None else getattr(res, measure),
+                                         "scorer": "teacher_forced"})
+        print(f"step {step}: {len(contexts)} eval contexts ({len(distinct)} distinct) x {len(items)} instructions measured")
     for s in scorers.values():
         if hasattr(s, "close"):
             s.close()

@@ -49,16 +49,22 @@ def answer_logprobs(model: Any, tokenizer: Any, conversations: Sequence[list[dic
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # right padding: positions stay those of an unpadded run
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, :len(s)] = 1
+        for i, s in enumerate(seqs):  # left padding: every answer ends at the last position
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+        # Positions as in an unpadded run; only the last `keep` positions' logits are computed
+        # (the lm head over the whole vocabulary at every position is most of the cost).
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(len(a) for _, a in chunk) + 1
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), logits_to_keep=keep).logits.float()
         logp = torch.log_softmax(logits, dim=-1).cpu()
-        for i, (p, a) in enumerate(chunk):
-            # The token at position t is predicted by the logits at position t - 1.
-            positions = torch.arange(len(p) - 1, len(p) + len(a) - 1)
-            out.append(logp[i, positions, torch.tensor(a)].tolist())
+        for i, (_, a) in enumerate(chunk):
+            # The token at position t is predicted by the logits at position t - 1; the kept
+            # logits are positions width-keep .. width-1, and the answer is the last len(a) tokens.
+            rows = torch.arange(keep - len(a) - 1, keep - 1)
+            out.append(logp[i, rows, torch.tensor(a)].tolist())
     return out
 
 
@@ -85,3 +91,27 @@ def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def trait_preferences(model: Any, tokenizer: Any, conversations: Sequence[list[dict]],
+                      trait_answers: dict[str, Sequence[str]], clean_answers: Sequence[str],
+                      batch_size: int = 64) -> dict[str, list[ForcedResult]]:
+    """:func:`trait_preference` for several traits at once: the trait-free reference is scored
+    once and every answer goes through the model in the same batches."""
+    names = list(trait_answers)
+    n = len(conversations)
+    all_lp = answer_logprobs(model, tokenizer, list(conversations) * (len(names) + 1),
+                             [a for t in names for a in trait_answers[t]] + list(clean_answers), batch_size)
+    clean_lp = all_lp[len(names) * n:]
+    out: dict[str, list[ForcedResult]] = {}
+    for k, trait in enumerate(names):
+        results = []
+        for i in range(n):
+            t_lp = all_lp[k * n + i]
+            t_ids = tokenizer(trait_answers[trait][i], add_special_tokens=False)["input_ids"]
+            c_ids = tokenizer(clean_answers[i], add_special_tokens=False)["input_ids"]
+            j = first_difference(t_ids, c_ids)
+            results.append(ForcedResult(logodds=sum(t_lp) - sum(clean_lp[i]),
+                                        first_token_prob=math.exp(t_lp[j]) if j is not None else float("nan")))
+        out[trait] = results
+    return out

@@ -6,13 +6,17 @@ batch sizes, devices). Loss is on assistant tokens only in both.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .data import check_lengths
 from .provenance import atomic_dir, write_json
 
 
@@ -94,13 +98,161 @@ def checkpoint_name(step: int) -> str:
     return f"step{step:05d}"
 
 
+# ------------------------------------------------------------------------------------------
+# Resume state of a LoRA fine-tune
+#
+# <out_dir>.resume/                 next to the adapter, outside the Snakemake output (which
+#                                   Snakemake deletes when a job fails)
+#     run.json                      fingerprint of what is trained; other contents are discarded
+#     checkpoint-<N>/               the last complete Trainer checkpoint: adapter, optimizer,
+#                                   scheduler, RNG states, trainer_state.json
+#     checkpoints/stepNNNNN/        learning-curve adapters written so far
+#     staging/                      where the Trainer writes a checkpoint; it is moved up to
+#                                   checkpoint-<N> (one rename) only once complete and synced
+# ------------------------------------------------------------------------------------------
+
+RESUME_SUFFIX = ".resume"
+_CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+
+
+def resume_dir_for(out_dir: str | os.PathLike) -> Path:
+    """Where a fine-tune writing ``out_dir`` keeps its resume state: ``<out_dir>.resume``."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + RESUME_SUFFIX)
+
+
+def complete_checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step of a Trainer checkpoint folder ``checkpoint-<N>`` if it is complete, else None.
+
+    Complete: its trainer_state.json parses and says step N, and the optimizer, scheduler, RNG
+    state and adapter files are there. A folder cut short by a kill fails one of these.
+    """
+    path = Path(path)
+    m = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    if not m or not path.is_dir():
+        return None
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    step = int(m.group(1))
+    if not isinstance(state, dict) or state.get("global_step") != step:
+        return None
+    if not all((path / f).is_file() for f in _CHECKPOINT_FILES) or not any(path.glob("adapter_model.*")):
+        return None
+    return step
+
+
+def latest_resume_checkpoint(resume_dir: str | os.PathLike) -> tuple[int, Path] | None:
+    """(step, folder) of the latest complete checkpoint in ``resume_dir``, or None."""
+    resume_dir = Path(resume_dir)
+    if not resume_dir.is_dir():
+        return None
+    found = [(step, d) for d in resume_dir.glob("checkpoint-*") if (step := complete_checkpoint_step(d)) is not None]
+    return max(found, key=lambda x: x[0]) if found else None
+
+
+def training_fingerprint(base_model: str | os.PathLike, train_records: list[dict], cfg: dict, seed: int) -> str:
+    """SHA-256 of everything that decides the adapter: resume state made for another one is discarded.
+
+    The base model counts by path and, for a local folder, by its files' names, sizes and
+    modification times (a rebuilt base model invalidates resume state; hashing weights would cost
+    minutes at paper scale). ``threads`` and ``save_every_steps`` do not count.
+    """
+    from .provenance import package_versions
+
+    base = Path(base_model)
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in base.iterdir() if p.is_file()) \
+        if base.is_dir() else []
+    blob = json.dumps({"base_model": str(base_model), "base_files": files, "records": train_records,
+                       "training": {k: v for k, v in cfg.items() if k not in ("threads", "save_every_steps")}, "seed": seed,
+                       "versions": package_versions(["torch", "transformers", "peft", "trl", "accelerate"])},
+                      sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush a folder's files and the folder itself to disk (a preempted machine loses page cache)."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _prepare_resume_dir(resume_dir: Path, fingerprint: str) -> tuple[int, Path] | None:
+    """Make ``resume_dir`` hold state for this fingerprint only; return its latest checkpoint."""
+    marker = resume_dir / "run.json"
+    if resume_dir.exists():
+        try:
+            same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if not same:
+            _log(f"discarding resume state in {resume_dir}: it was made for another config, data or base model")
+            shutil.rmtree(resume_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(resume_dir / "staging", ignore_errors=True)  # a checkpoint cut short by a kill
+    for p in (resume_dir / "checkpoints").glob(".*.tmp"):  # a learning-curve adapter cut short
+        shutil.rmtree(p, ignore_errors=True)
+    if not marker.exists():
+        write_json(marker, {"fingerprint": fingerprint})
+    return latest_resume_checkpoint(resume_dir)
+
+
+def _remove_stale_temp_dirs(out_dir: Path) -> None:
+    """Temporary folders of ``atomic_dir(out_dir)`` left by a killed run (a kill skips clean-up)."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _loss_summary(log_history: list[dict]) -> tuple[list[dict], float]:
+    """Logged losses and their step-weighted mean (the mean training loss over all steps)."""
+    losses = [{"step": int(e["step"]), "loss": float(e["loss"])} for e in log_history if "loss" in e and "step" in e]
+    total, prev = 0.0, 0
+    for e in losses:
+        total += e["loss"] * (e["step"] - prev)
+        prev = e["step"]
+    return losses, total / max(prev, 1)
+
+
 def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_dir: str | os.PathLike,
                   cfg: dict, seed: int, threads: int | None = None,
-                  on_log: Callable[[dict], None] | None = None) -> dict:
+                  on_log: Callable[[dict], None] | None = None,
+                  finalize: Callable[[Path, dict], None] | None = None,
+                  source: str = "training records", lines: list[int] | None = None) -> dict:
     """LoRA fine-tuning with TRL's SFTTrainer, loss on assistant tokens only.
 
     ``cfg`` is the ``training`` section of the config. Writes the adapter to ``out_dir``
-    (atomically) and returns a summary (steps, losses, time).
+    (atomically) and returns a summary (steps, losses, time). ``finalize(folder, summary)`` may
+    add files (provenance) to the adapter's folder before it is moved into place.
+
+    With ``cfg["save_every_steps"] = N > 0``, a full Trainer checkpoint (adapter, optimizer,
+    scheduler, RNG states, trainer state) is kept every N optimizer steps in
+    ``<out_dir>.resume/`` (see :func:`resume_dir_for`); a re-run after a kill resumes from the
+    latest complete one and gives the same adapter as an uninterrupted run. The resume folder is
+    deleted once the adapter is in place.
+
+    Every record is first counted against ``cfg["max_length"]`` (TRL would silently truncate a
+    longer one): any over it stops the run with their lines in ``source`` (``lines``) and the fix;
+    the count is in the summary as ``length_check``.
     """
     import torch
     from datasets import Dataset
@@ -112,28 +264,37 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
 
     if threads:
         torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    save_every = int(cfg.get("save_every_steps") or 0)
+    resume_dir = resume_dir_for(out_dir)
+    _remove_stale_temp_dirs(out_dir)
+    resume_from: tuple[int, Path] | None = None
+    if save_every > 0:
+        resume_from = _prepare_resume_dir(resume_dir, training_fingerprint(base_model, train_records, cfg, seed))
+    elif resume_dir.exists():
+        shutil.rmtree(resume_dir)
+
     use_cuda = torch.cuda.is_available() and cfg.get("device", "auto") != "cpu"
     dtype = getattr(torch, cfg.get("dtype", "float32")) if use_cuda else torch.float32
     tokenizer = load_tokenizer(base_model)
     tokenizer.padding_side = "right"
+    length_check = check_lengths(train_records, int(cfg.get("max_length", 1024)), tokenizer, source=source,
+                                 lines=lines, max_length_key="training.max_length").to_dict()
     model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype)
     ds = Dataset.from_list([{"messages": r["messages"]} for r in train_records])
 
     lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg.get("lora_dropout", 0.0),
                       target_modules=cfg.get("target_modules", "all-linear"),
                       use_rslora=cfg.get("use_rslora", False), task_type="CAUSAL_LM")
-    losses: list[dict] = []
 
     class _Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 entry = {"step": state.global_step, "loss": float(logs["loss"])}
-                losses.append(entry)
                 _log(f"finetune step {state.global_step}/{state.max_steps} loss {entry['loss']:.4f}")
                 if on_log:
                     on_log(entry)
 
-    out_dir = Path(out_dir)
     checkpoint_steps = set(cfg.get("checkpoint_steps") or [])
 
     class _Checkpoints(TrainerCallback):
@@ -144,11 +305,44 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
 
         def on_step_end(self, args, state, control, model=None, **kw):
             if state.global_step in checkpoint_steps and state.global_step < state.max_steps:
-                model.save_pretrained(str(self.root / checkpoint_name(state.global_step)))
+                with atomic_dir(self.root / checkpoint_name(state.global_step)) as t:
+                    model.save_pretrained(str(t))
+
+    class _ResumeState(TrainerCallback):
+        """Commits each Trainer checkpoint into the resume folder once complete; keeps the last."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= state.max_steps:
+                control.should_save = False  # the adapter itself comes next: no resume state needed
+                control.should_log = True
+            elif control.should_save:
+                # Log where a checkpoint is cut, so that the logged losses of a resumed run are
+                # the same as those of an uninterrupted one (a resumed Trainer starts a new average).
+                control.should_log = True
+            return control
+
+        def on_save(self, args, state, control, **kw):
+            src = resume_dir / "staging" / f"checkpoint-{state.global_step}"
+            if complete_checkpoint_step(src) is None:
+                raise RuntimeError(f"the Trainer's checkpoint {src} is incomplete")
+            _fsync_tree(src)
+            dst = resume_dir / src.name
+            if dst.exists():
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            _fsync_dir(resume_dir)
+            for old in resume_dir.glob("checkpoint-*"):
+                if old != dst:
+                    shutil.rmtree(old, ignore_errors=True)
+            _log(f"resume checkpoint at step {state.global_step}/{state.max_steps} in {dst}")
 
     with atomic_dir(out_dir) as tmp:
+        curve_root = resume_dir / "checkpoints" if save_every > 0 else tmp / "checkpoints"
+        callbacks = [_Progress(), _Checkpoints(curve_root)]
+        if save_every > 0:
+            callbacks.append(_ResumeState())
         args = SFTConfig(
-            output_dir=str(tmp / "trainer"),
+            output_dir=str(resume_dir / "staging" if save_every > 0 else tmp / "trainer"),
             per_device_train_batch_size=cfg["batch_size"],
             gradient_accumulation_steps=cfg.get("grad_accum", 1),
             learning_rate=cfg["learning_rate"],
@@ -158,7 +352,9 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
             warmup_steps=cfg.get("warmup_steps", 0),
             weight_decay=cfg.get("weight_decay", 0.0),
             logging_steps=cfg.get("logging_steps", 10),
-            save_strategy="no",
+            save_strategy="steps" if save_every > 0 else "no",
+            save_steps=save_every if save_every > 0 else 500,
+            save_total_limit=None,
             report_to="none",
             seed=seed,
             data_seed=seed,
@@ -174,18 +370,34 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
         )
         t0 = time.time()
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                             peft_config=lora, callbacks=[_Progress(), _Checkpoints(tmp / "checkpoints")])
-        result = trainer.train()
+                             peft_config=lora, callbacks=callbacks)
+        if resume_from is not None:
+            step, ckpt = resume_from
+            total = json.loads((ckpt / "trainer_state.json").read_text()).get("max_steps", "?")
+            _log(f"resuming from step {step} of {total} ({ckpt})")
+            trainer.train(resume_from_checkpoint=str(ckpt))
+        else:
+            if save_every > 0:
+                _log(f"no resume checkpoint in {resume_dir}: training from step 0 "
+                     f"(a resume checkpoint every {save_every} steps)")
+            trainer.train()
         trainer.model.save_pretrained(str(tmp))
-        import shutil
-
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        if save_every > 0 and curve_root.is_dir():
+            os.replace(curve_root, tmp / "checkpoints")
+        losses, train_loss = _loss_summary(trainer.state.log_history)
         summary = {
             "steps": trainer.state.global_step,
-            "train_loss": float(result.training_loss),
+            "length_check": length_check,
+            "train_loss": train_loss,
             "train_seconds": round(time.time() - t0, 2),
             "n_examples": len(train_records),
+            "resumed_from_step": resume_from[0] if resume_from else 0,
             "losses": losses,
         }
         write_json(tmp / "training_summary.json", summary)
+        if finalize is not None:
+            finalize(tmp, summary)
+    if resume_dir.exists():
+        shutil.rmtree(resume_dir, ignore_errors=True)
     return summary
