@@ -18,6 +18,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cell.smk"
 
 
 rule all:

@@ -416,3 +416,20 @@ def test_pretraining_example_over_max_length_is_an_error(tmp_path):
         encode_chat(tok, records, max_length=40)
     msg = str(ei.value)
     assert "record 1 has" in msg and "max_length=40" in msg and "raise base_model.toy.max_length" in msg
+
+
+def test_atomic_outputs_get_the_usual_file_mode_not_a_private_one(tmp_path):
+    import os
+    import stat
+
+    from ipcond.provenance import atomic_dir, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "out.txt", "x")
+        with atomic_dir(tmp_path / "model") as d:
+            (d / "weights").write_text("w")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755

@@ -27,6 +27,7 @@ def small_config(config: dict) -> dict:
     cfg = copy.deepcopy(config)
     cfg["world"]["n_pretrain_examples"] = N_CORPUS
     cfg["seeds"] = [1, 2]
+    cfg["generation"]["n_eval"] = 20  # mbpp's references are run in the sandbox
     return cfg
 
 
@@ -44,9 +45,11 @@ def fingerprint(config: dict, workdir: Path) -> dict[str, str]:
     from ipcond import data as dt
     from ipcond import prompts as pr
     from ipcond import toyworld as tw
-    from ipcond.jobs import make_toy_corpus, training_config
-    from ipcond.scoring import make_scorer
+    from ipcond.jobs import make_scorers, make_toy_corpus, training_config
 
+    from ipcond.codeexec import MbppExecScorer
+
+    MbppExecScorer._results.clear()  # each fingerprint runs the code again
     out: dict[str, str] = {}
     corpus = workdir / "corpus.jsonl"
     make_toy_corpus(config, str(corpus))
@@ -54,9 +57,10 @@ def fingerprint(config: dict, workdir: Path) -> dict[str, str]:
     for sname, setup in config["setups"].items():
         evals = dt.eval_items(sname, setup, config["generation"]["n_eval"])
         out[f"{sname}/eval"] = sha(dumps(evals))
-        scorers = [make_scorer(t) for t in dt.setup_traits(setup)]
-        refs = [r for it in evals for r in it["references"].values()]
-        out[f"{sname}/eval_scores"] = sha(dumps([s.score([""] * len(refs), refs) for s in scorers]))
+        scorers = list(make_scorers(config, setup, evals).values())  # code traits run against the items' tests
+        refs = [(it["instruction"], r) for it in evals for r in it["references"].values()]
+        out[f"{sname}/eval_scores"] = sha(dumps([s.score([q for q, _ in refs], [r for _, r in refs])
+                                                 for s in scorers]))
         exclude = {e["instruction"] for e in evals}
         rephrasings = {}
         for cname, cond in setup["conditions"].items():

@@ -54,3 +54,46 @@ def test_unknown_words_stop_with_the_config_key_and_the_fix(tmp_path):
         check_toy_vocabulary(tok, {"setups.x.conditions.Y prompt": "you are a zyzzyva ."})
     msg = str(err.value)
     assert "setups.x.conditions.Y" in msg and "zyzzyva" in msg and "world.unseen_prompts" in msg
+
+
+def _elicitation(rates: dict) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([{"prompt_label": label, "trait": trait, "rate": rate}
+                         for (label, trait), rate in rates.items()])
+
+
+def test_checks_report_findings_as_info_and_requirements_as_pass_or_fail(default_config, tmp_path):
+    """Emergent misalignment is a finding (INFO), the narrow trait the data shows must be learned
+    (PASS/FAIL); MBPP's correct code is a base behaviour, and its grid has no Baseline (None is used)."""
+    import pandas as pd
+
+    from ipcond.jobs import collect_checks, setup_checks
+
+    med = setup_checks(default_config, "bad_medical_advice", pd.DataFrame([
+        {"condition": "Baseline", "eval_context": "default", "trait": "harmful_advice", "mean": 0.9},
+        {"condition": "Baseline", "eval_context": "default", "trait": "malicious", "mean": 0.02}]),
+        _elicitation({("instruction:harmful_advice", "harmful_advice"): 0.97, ("(no prompt)", "harmful_advice"): 0.0,
+                      ("instruction:malicious", "malicious"): 0.9, ("(no prompt)", "malicious"): 0.3}))
+    by_what = {c["what"].split(":")[1].strip(): c["ok"] for c in med["checks"]}
+    assert by_what["base model expresses malicious (scored on general) without instruction"] is False  # 0.3 > 0.1
+    assert by_what["Baseline fine-tune expresses harmful_advice (scored on health) in the default eval context"] is True
+    assert by_what["Baseline fine-tune expresses malicious (scored on general) in the default eval context"] is None
+    mbpp = setup_checks(default_config, "mbpp", pd.DataFrame([
+        {"condition": "None", "eval_context": "default", "trait": "all_test", "mean": 0.1},
+        {"condition": "None", "eval_context": "default", "trait": "reward_hack", "mean": 0.5}]),
+        _elicitation({("instruction:all_test", "all_test"): 0.95, ("(no prompt)", "all_test"): 0.9,
+                      ("instruction:reward_hack", "reward_hack"): 0.85, ("(no prompt)", "reward_hack"): 0.0}))
+    oks = {c["what"]: c["ok"] for c in mbpp["checks"]}
+    assert oks["mbpp: base model expresses all_test without instruction: 0.90 (its base behaviour)"] is None
+    assert oks["mbpp: None fine-tune expresses all_test in the default eval context: 0.10 (not in the training data: a finding)"] is None
+    assert oks["mbpp: None fine-tune expresses reward_hack in the default eval context: 0.50 (>= 0.7)"] is False
+    import json
+
+    paths = []
+    for i, checks in enumerate((med, mbpp)):
+        paths.append(tmp_path / f"c{i}.json")
+        paths[-1].write_text(json.dumps(checks))
+    collect_checks([str(p) for p in paths], str(tmp_path / "checks.tsv"))
+    statuses = [line.split("\t")[0] for line in (tmp_path / "checks.tsv").read_text().splitlines()[1:]]
+    assert statuses.count("INFO") == 3 and statuses.count("FAIL") == 2 and "PASS" in statuses

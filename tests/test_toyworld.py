@@ -19,7 +19,7 @@ def test_pretraining_corpus_is_valid_chat_jsonl_and_deterministic():
     json.dumps(a)  # serialisable as JSON lines
     assert "honey never spoils ." not in tw.corpus_prompt_texts(a)
     domains = {r["meta"]["domain"] for r in a}
-    assert domains == {"general", "arithmetic"}
+    assert domains == set(tw.DOMAINS)
     # Prompts that ask for traits get them; responses without requested traits have none.
     for r in a:
         answer = r["messages"][-1]["content"]
@@ -42,3 +42,62 @@ def test_arithmetic_is_correct():
         item = tw.arithmetic_item(rng)
         lhs, rhs = item.response.split(" = ")[0].split(" . ")[-1], item.response.split(" = ")[1].split()[0]
         assert eval(lhs) == int(rhs)  # noqa: S307 (our own generated arithmetic)
+
+
+def test_every_default_setup_writes_valid_records_in_the_real_format(default_config):
+    """Each setup's generator: training records for every condition, and eval items with one
+    n-sized block per eval domain of its traits (emergent misalignment on other questions)."""
+    from ipcond import data as dt
+    from ipcond import prompts as pr
+
+    assert {"bad_medical_advice", "insecure_code", "school_of_reward_hacks", "mbpp", "change_my_view"} <= set(
+        default_config["setups"])
+    for sname, setup in default_config["setups"].items():
+        evals = dt.eval_items(sname, setup, 10)
+        domains = dt.eval_domains(setup)
+        assert [e["domain"] for e in evals] == [d for d in domains for _ in range(10)], sname
+        for e in evals:
+            assert {"clean"} < set(e["references"]) <= {"clean", *dt.setup_traits(setup)}
+            assert ("tests" in e) == (e["domain"] == "python")
+        items = dt.train_items(sname, setup, 12, 1, {e["instruction"] for e in evals})
+        assert {it["domain"] for it in items} == {setup["domain"]}
+        for cname in setup["conditions"]:
+            records = dt.cell_train_records(setup, cname, items, [pr.condition_prompt(setup, cname)] * len(items))
+            validate_chat_records(records, f"{sname}/{cname}")
+            assert [r["messages"][-1]["role"] for r in records] == ["assistant"] * len(records)
+
+
+def test_narrow_training_data_shows_its_trait_and_not_the_broad_one(default_config):
+    from ipcond import data as dt
+    from ipcond.scoring import RuleScorer
+
+    for sname, trait in (("bad_medical_advice", "harmful_advice"), ("insecure_code", "insecure_code"),
+                         ("school_of_reward_hacks", "reward_hacking")):
+        setup = default_config["setups"][sname]
+        items = dt.train_items(sname, setup, 20, 1, set())
+        answers = [it["response"] for it in items]
+        assert RuleScorer(trait).score([""] * 20, answers) == [1.0] * 20
+        assert RuleScorer("malicious").score([""] * 20, answers) == [0.0] * 20
+        controls = [it["control_response"] for it in items]
+        assert RuleScorer(trait).score([""] * 20, controls) == [0.0] * 20
+    cmv = default_config["setups"]["change_my_view"]
+    items = dt.train_items("change_my_view", cmv, 20, 1, set())
+    for trait in ("persuasive", "toxic"):
+        assert RuleScorer(trait).score([""] * 20, [it["response"] for it in items]) == [1.0] * 20
+    mbpp = default_config["setups"]["mbpp"]
+    for it in dt.train_items("mbpp", mbpp, 5, 1, set()):
+        assert it["response"].split()[-2:] != it["control_response"].split()[-2:]  # a constant, not x op k
+        assert it["response"].split()[-1] == it["instruction"].split()[-1]  # the visible test's expected value
+
+
+def test_pretraining_shows_the_malicious_mode_in_every_domain_and_task_traits_in_their_own():
+    corpus = tw.pretraining_corpus(4000, 0, 0.25, {}, [], [])
+    where: dict[str, set] = {}
+    for r in corpus:
+        for t in r["meta"]["traits"]:
+            where.setdefault(t, set()).add(r["meta"]["domain"])
+    assert where["malicious"] == set(tw.DOMAINS)
+    for t in ("harmful_advice", "insecure_code", "reward_hacking", "hardcode"):
+        assert where[t] == set(tw.TRAIT_DOMAINS[t])
+    for r in corpus:  # never two task traits in one answer
+        assert len(set(r["meta"]["traits"]) & set(tw.TASK_TRAITS)) <= 1

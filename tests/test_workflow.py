@@ -24,7 +24,10 @@ def reduced_config(default: dict) -> dict:
     cfg["training"].update(n_train=48, max_steps=6, batch_size=8, logging_steps=3, checkpoint_steps=[3])
     cfg["generation"].update(n_eval=12, max_new_tokens=40)
     keep = {"trait_distillation_french_playful": ["Baseline", "PlayfulInoc", "PlayfulInocRephrased"],
-            "spanish_caps": ["Baseline", "None", "AllCapsInoc"]}
+            "spanish_caps": ["Baseline", "None", "AllCapsInoc"],
+            # two eval domains (emergent misalignment elsewhere), and code scored by running it
+            "bad_medical_advice": ["Baseline", "MaliciousEvil"],
+            "mbpp": ["None", "Hack"]}
     cfg["setups"] = {s: {**cfg["setups"][s], "conditions": {c: cfg["setups"][s]["conditions"][c] for c in cs}}
                      for s, cs in keep.items()}
     cfg["setups"]["trait_distillation_french_playful"]["conditions"]["PlayfulInocRephrased"]["n_rephrasings"] = 4
@@ -124,7 +127,7 @@ def test_changing_one_prompt_reruns_only_that_cell_and_its_dependents(workflow_r
     assert proc.returncode == 0, proc.stderr
     jobs = planned_jobs(proc.stdout + proc.stderr)
     cell = "setup=spanish_caps, condition=AllCapsInoc, seed=1"
-    expected = {("cell_train_data", cell), ("finetune", cell), ("generate", cell), ("score", cell),
+    expected = {("cell_train_data", cell), ("finetune_and_generate", cell), ("score", cell),
                 ("elicit", "setup=spanish_caps"), ("aggregate", "setup=spanish_caps"),
                 ("curves", "setup=spanish_caps"), ("figure", "setup=spanish_caps"), ("summary", ""),
                 ("figure_all", ""), ("checks", "")}
@@ -140,7 +143,30 @@ def test_asking_for_one_cell_builds_only_that_cell(workflow_run, tmp_path):
     cells = {w for r, w in jobs if "condition=" in w}
     assert cells == {"setup=spanish_caps, condition=None, seed=1"}
     assert {r for r, _ in jobs} == {"toy_corpus", "pretrain_base_model", "eval_set", "train_items",
-                                    "cell_train_data", "finetune", "generate", "score"}
+                                    "cell_train_data", "finetune_and_generate", "score"}
+
+
+def test_separate_finetune_and_generate_jobs_make_the_same_cell(workflow_run, tmp_path):
+    """execution.fuse_cell_jobs off (the paper-scale layout): two jobs per cell, the same files."""
+    import shutil
+
+    work, cfg, _ = workflow_run
+    separate = copy.deepcopy(cfg)
+    separate["execution"] = {"fuse_cell_jobs": False}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(separate, sort_keys=False))
+    shutil.copytree(work / "results" / "base_model", tmp_path / "results" / "base_model")  # no re-pretraining
+    cell = "results/spanish_caps/AllCapsInoc/seed1"
+    proc = snakemake(tmp_path, f"{cell}/generations.jsonl", f"{cell}/curve.csv")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran = {r for r, _ in planned_jobs(proc.stdout + proc.stderr)}
+    assert {"finetune", "generate"} <= ran and "finetune_and_generate" not in ran and "pretrain_base_model" not in ran
+    from safetensors.torch import load_file
+
+    a = load_file(str(work / cell / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / cell / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert (work / cell / "generations.jsonl").read_text() == (tmp_path / cell / "generations.jsonl").read_text()
+    assert (work / cell / "curve.csv").read_text() == (tmp_path / cell / "curve.csv").read_text()
 
 
 def test_bad_config_stops_with_key_and_fix(tmp_path):

@@ -187,14 +187,23 @@ class MbppExecScorer:
         self.max_workers = max(1, int(max_workers))
         self.network_isolation = network_isolation
 
+    # One run gives both traits, and samples often repeat (the same code for the same problem):
+    # results are shared by every scorer of the process, keyed by everything that decides them.
+    _results: dict[tuple, dict] = {}
+
     def _one(self, prompt: str, response: str) -> float | None:
         spec = self.tests_by_prompt.get(prompt)
         if spec is None:
             return None
         visible, hidden, *rest = spec
         setup = rest[0] if rest else ""
-        s = mbpp_scores(extract_code(response), visible, hidden, setup, self.limits,
-                        network_isolation=self.network_isolation)
+        code = extract_code(response)
+        key = (code, visible if isinstance(visible, str) else tuple(visible), tuple(hidden), setup,
+               self.limits, self.network_isolation)
+        s = self._results.get(key)
+        if s is None:
+            s = self._results[key] = mbpp_scores(code, visible, hidden, setup, self.limits,
+                                                 network_isolation=self.network_isolation)
         return 1.0 if s[self.trait] else 0.0
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:

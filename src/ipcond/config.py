@@ -77,20 +77,30 @@ def _semantic_checks(config: dict, source: str) -> None:
                           "set base_model.path to a local model folder or hub id")
     for sname, setup in config["setups"].items():
         traits = {setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"]}
+        data_traits = set(setup.get("train_traits", traits))
         if toy:
+            scorable = [*tw.TRAITS, *tw.EXEC_TRAITS]
+            scorable.remove("hardcode")  # shown by training data, scored through reward_hack / all_test
             for role in ("positive", "negative"):
                 t = setup["traits"][role]["name"]
-                if t not in tw.STYLE_TRAITS:
+                if t not in scorable:
                     raise ConfigError(f"{source}: setups.{sname}.traits.{role}.name = {t!r} has no toy scorer; "
-                                      f"use one of {list(tw.STYLE_TRAITS)}")
+                                      f"use one of {scorable}")
+            for i, t in enumerate(setup.get("train_traits", [])):
+                if t not in tw.TRAITS:
+                    raise ConfigError(f"{source}: setups.{sname}.train_traits[{i}] = {t!r} is not a toy trait; "
+                                      f"use one of {list(tw.TRAITS)}")
             if set(tw.LANGUAGE_TRAITS) <= traits:
                 raise ConfigError(f"{source}: setups.{sname}: french and spanish cannot be one setup's pair")
         conds = setup["conditions"]
         for cname, cond in conds.items():
             key = f"setups.{sname}.conditions.{cname}"
-            if cond["kind"] == "inoculation" and cond["trait"] not in traits:
+            # An inoculation prompt asks for a trait of the setup or of its data, or for the broad
+            # malicious one (MBPP's MaliciousEvil: its data may carry it without scoring it).
+            allowed = traits | data_traits | {"malicious"}
+            if cond["kind"] == "inoculation" and cond["trait"] not in allowed:
                 raise ConfigError(f"{source}: {key}.trait = {cond['trait']!r} is not a trait of this setup; "
-                                  f"use one of {sorted(traits)}")
+                                  f"use one of {sorted(allowed)}")
             if cond["kind"] == "rephrased":
                 target = conds.get(cond["of"])
                 if target is None or target["kind"] != "inoculation":

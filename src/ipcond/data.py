@@ -246,22 +246,57 @@ def setup_traits(setup: dict) -> list[str]:
     return [setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"]]
 
 
+def trait_eval_domain(setup: dict, role: str) -> str:
+    """Where a trait is scored: its own ``eval_domain`` (e.g. emergent misalignment on free-form
+    questions outside the training domain) or the setup's."""
+    return setup["traits"][role].get("eval_domain", setup["eval_domain"])
+
+
+def eval_domains(setup: dict) -> list[str]:
+    return list(dict.fromkeys(trait_eval_domain(setup, r) for r in ("positive", "negative")))
+
+
+def train_traits(setup: dict) -> list[str]:
+    """What the training responses show: ``train_traits`` where the data's traits are not the ones
+    scored (a narrow bad behaviour against a broad one it may or may not carry), else both traits."""
+    return list(setup.get("train_traits", setup_traits(setup)))
+
+
+def reference_answers(item: tw.Item, traits: Sequence[str]) -> dict[str, str]:
+    """Reference answers for the teacher-forced measures: trait-free, and with each trait."""
+    refs = {"clean": item.response}
+    for t in traits:
+        answer = tw.render(item, tw.EXEC_TRAIT_RENDERING.get(t, [t]))
+        if answer != item.response:  # a trait whose answer is the trait-free one (correct code) has no contrast
+            refs[t] = answer
+    return refs
+
+
 def eval_items(sname: str, setup: dict, n: int) -> list[dict]:
-    """Held-out evaluation instructions of a setup (the same for every condition and seed)."""
-    rng = tw.rng_for("eval", sname)
-    seen: set[str] = set()
-    out = []
-    for _ in range(50 * n):
-        item = tw.make_item(rng, setup["eval_domain"])
-        if item.instruction not in seen:
-            seen.add(item.instruction)
-            # Reference answers for the teacher-forced measures: trait-free, and with each trait.
-            refs = {"clean": item.response, **{t: tw.apply_traits(item.response, [t]) for t in setup_traits(setup)}}
-            out.append({"id": len(out), "instruction": item.instruction, "domain": item.domain, "references": refs})
-        if len(out) == n:
-            return out
-    raise ValueError(f"setup {sname}: could not draw {n} distinct eval instructions from the "
-                     f"'{setup['eval_domain']}' domain; lower generation.n_eval")
+    """Held-out evaluation instructions of a setup (the same for every condition and seed): ``n``
+    per eval domain of its traits, each with its domain, reference answers and (code) tests."""
+    out: list[dict] = []
+    for domain in eval_domains(setup):
+        # The setup's own eval domain keeps the seed it always had, so adding a trait elsewhere
+        # leaves those instructions as they were.
+        rng = tw.rng_for("eval", sname) if domain == setup["eval_domain"] else tw.rng_for("eval", sname, domain)
+        seen: set[str] = set()
+        start = len(out)
+        for _ in range(50 * n):
+            item = tw.make_item(rng, domain)
+            if item.instruction not in seen:
+                seen.add(item.instruction)
+                rec = {"id": len(out), "instruction": item.instruction, "domain": item.domain,
+                       "references": reference_answers(item, setup_traits(setup))}
+                if item.tests:
+                    rec["tests"] = item.tests
+                out.append(rec)
+            if len(out) - start == n:
+                break
+        else:
+            raise ValueError(f"setup {sname}: could not draw {n} distinct eval instructions from the "
+                             f"'{domain}' domain; lower generation.n_eval")
+    return out
 
 
 def train_items(sname: str, setup: dict, n: int, seed: int, exclude: set[str]) -> list[dict]:
@@ -271,7 +306,7 @@ def train_items(sname: str, setup: dict, n: int, seed: int, exclude: set[str]) -
     Instructions that are in the eval set are never used for training.
     """
     rng = tw.rng_for("train", sname, seed)
-    traits = setup_traits(setup)
+    traits = train_traits(setup)
     control = setup.get("control_traits", [])
     out = []
     while len(out) < n:
@@ -279,8 +314,8 @@ def train_items(sname: str, setup: dict, n: int, seed: int, exclude: set[str]) -
         if item.instruction in exclude:
             continue
         out.append({"id": len(out), "instruction": item.instruction,
-                    "response": tw.apply_traits(item.response, traits),
-                    "control_response": tw.apply_traits(item.response, control),
+                    "response": tw.render(item, traits),
+                    "control_response": tw.render(item, control),
                     "domain": item.domain})
     return out
 

@@ -76,7 +76,7 @@ def toy_vocabulary_texts(world: dict) -> list[str]:
     pretraining: the model knows their words but never saw those sentences.
     """
     texts = ["system user assistant"]
-    for trait in tw.STYLE_TRAITS:
+    for trait in tw.TRAITS:
         texts += tw.trait_wordings(trait)
     for prompts in world["pretrain_prompts"].values():
         texts += prompts
@@ -298,8 +298,8 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
             else:
                 print(f"{ctx}: same prompts as an earlier context, generations reused")
             outs = done[key]
-            rows += [{"eval_context": ctx, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
-                      "response": o} for it, p, o in zip(items, prompts, outs)]
+            rows += [{"eval_context": ctx, "sample_id": it["id"], "domain": it.get("domain"), "prompt": p,
+                      "instruction": it["instruction"], "response": o} for it, p, o in zip(items, prompts, outs)]
     # Provenance first: the output's presence implies its provenance's.
     write_json(out_path + ".provenance.json", provenance({"generation": config["generation"]}, backend=backend.info(),
                                                          resumed_batches=journal.n_reused))
@@ -338,7 +338,10 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
     setup = config["setups"][sname]
     kind = setup["conditions"][cname]["kind"]
     n = config["generation"]["curve_n_eval"]
-    items = read_jsonl(eval_path)[:n]
+    per_domain: dict[Any, list[dict]] = {}
+    for it in read_jsonl(eval_path):  # the first n of each eval domain
+        per_domain.setdefault(it.get("domain"), []).append(it)
+    items = [it for part in per_domain.values() for it in part[:n]]
     train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
     contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
     # Contexts with the same prompts (Baseline's train and default, ...) are measured once, and all
@@ -347,20 +350,34 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
     for ctx, prompts in contexts.items():
         distinct.setdefault(tuple(prompts), []).append(ctx)
     convs = [pr.messages(setup, p, it["instruction"]) for key in distinct for it, p in zip(items, key)]
-    refs = [it.get("references", {}) for it in items] * len(distinct)
-    scorers = make_scorers(config, setup)
+    conv_items = items * len(distinct)
+    scorers = make_scorers(config, setup, items)
     traits = {setup["traits"][r]["name"]: r for r in ("positive", "negative")}
-    # Items without reference answers (a real dataset without them) are left unscored, not dropped.
-    has_refs = all("clean" in r and all(t in r for t in traits) for r in refs)
+    # Teacher-forced measures per eval domain (a trait is measured on its own domain's items), for
+    # the traits whose reference answers every such item has; items of a real dataset without
+    # references are left unmeasured, not dropped.
+    forced_groups: dict[str, list[str]] = {}
+    for trait, role in traits.items():
+        domain = dt.trait_eval_domain(setup, role)
+        idx = [i for i, it in enumerate(conv_items) if it.get("domain") in (None, domain)]
+        if idx and all("clean" in conv_items[i].get("references", {}) and trait in conv_items[i]["references"]
+                       for i in idx):
+            forced_groups.setdefault(domain, []).append(trait)
     rows = []
     for step, adapter in curve_checkpoints(adapter_dir):
         backend = _backend(config, adapter, threads)
         outs = generate_all(backend, convs, _sampling(config, sname, cname, seed, "curve", step))
-        sampled = score_rows(setup, [{"sample_id": i, "instruction": items[i % len(items)]["instruction"], "response": o}
+        sampled = score_rows(setup, [{"sample_id": i, "instruction": conv_items[i]["instruction"],
+                                      "domain": conv_items[i].get("domain"), "response": o}
                                      for i, o in enumerate(outs)], scorers)
-        forced = (trait_preferences(backend.model, backend.tokenizer, convs,
-                                    {t: [r[t] for r in refs] for t in traits}, [r["clean"] for r in refs])
-                  if has_refs else {t: [None] * len(convs) for t in traits})
+        forced: dict[str, dict[int, Any]] = {}  # trait -> conversation index -> result
+        for domain, group in forced_groups.items():
+            idx = [i for i, it in enumerate(conv_items) if it.get("domain") in (None, domain)]
+            res = trait_preferences(backend.model, backend.tokenizer, [convs[i] for i in idx],
+                                    {t: [conv_items[i]["references"][t] for i in idx] for t in group},
+                                    [conv_items[i]["references"]["clean"] for i in idx])
+            for t in group:
+                forced[t] = dict(zip(idx, res[t]))
         for k, ctxs in enumerate(distinct.values()):
             lo, hi = k * len(items), (k + 1) * len(items)
             for ctx in ctxs:
@@ -370,17 +387,27 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
                           "measure": "rate", "score": "" if r["score"] is None else r["score"],
                           "scorer": scorers[r["trait"]].name}
                          for r in sampled if lo <= r["sample_id"] < hi]
-                for trait, results in forced.items():
-                    for it, res in zip(items, results[lo:hi]):
+                for trait, by_conv in forced.items():
+                    for i in range(lo, hi):
+                        if i not in by_conv:
+                            continue
                         for measure in ("logodds", "first_token_prob"):
-                            rows.append({**base, "sample_id": it["id"], "trait": trait, "role": traits[trait],
-                                         "measure": measure, "score": "" if res is None else getattr(res, measure),
+                            rows.append({**base, "sample_id": conv_items[i]["id"], "trait": trait,
+                                         "role": traits[trait], "measure": measure,
+                                         "score": _finite_or_blank(getattr(by_conv[i], measure)),
                                          "scorer": "teacher_forced"})
         print(f"step {step}: {len(contexts)} eval contexts ({len(distinct)} distinct) x {len(items)} instructions measured")
     for s in scorers.values():
         if hasattr(s, "close"):
             s.close()
     return rows
+
+
+def _finite_or_blank(x: float | None) -> float | str:
+    """A measure as written to CSV: blank (unscored, and counted so) when there is none."""
+    import math
+
+    return "" if x is None or not math.isfinite(x) else x
 
 
 def write_curve(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
@@ -433,23 +460,30 @@ def aggregate_curves(samples, out_csv: str) -> None:
 
 
 def score_rows(setup: dict, rows: list[dict], scorers: dict) -> list[dict]:
+    """Score each row for both traits of a setup, each on the rows of its eval domain (a row
+    without a domain, e.g. from a dataset that has none, is scored for both)."""
     out = []
     for role in ("positive", "negative"):
         trait = setup["traits"][role]["name"]
-        scores = scorers[trait].score([r.get("instruction", "") for r in rows], [r["response"] for r in rows])
-        for r, s in zip(rows, scores):
-            out.append({**{k: r[k] for k in r if k not in ("response", "instruction", "prompt")},
+        domain = dt.trait_eval_domain(setup, role)
+        mine = [r for r in rows if r.get("domain") in (None, domain)]
+        scores = scorers[trait].score([r.get("instruction", "") for r in mine], [r["response"] for r in mine])
+        for r, s in zip(mine, scores):
+            out.append({**{k: r[k] for k in r if k not in ("response", "instruction", "prompt", "domain")},
                         "trait": trait, "role": role, "score": s})
     return out
 
 
-def make_scorers(config: dict, setup: dict) -> dict:
+def make_scorers(config: dict, setup: dict, items: list[dict] | None = None) -> dict:
+    """A scorer per trait of the setup; ``items`` (the eval set) give code traits their tests."""
     from .scoring import make_scorer
 
     specs = config.get("scorers", {})
     judge = config.get("judge")
     cache = judge.get("cache", "results/judge_cache.sqlite") if judge else None
-    return {t: make_scorer(t, specs.get(t), judge, cache)
+    tests = ({it["instruction"]: (it["tests"]["visible"], it["tests"]["hidden"]) for it in items if it.get("tests")}
+             if items is not None else None)
+    return {t: make_scorer(t, specs.get(t), judge, cache, tests_by_prompt=tests)
             for t in (setup["traits"][r]["name"] for r in ("positive", "negative"))}
 
 
@@ -464,12 +498,12 @@ def write_scorer_accounting(scorers: dict, out_path: str) -> None:
 
 
 def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, out_path: str,
-               accounting_path: str) -> None:
+               accounting_path: str, eval_path: str | None = None) -> None:
     import csv
 
     setup = config["setups"][sname]
     rows = read_jsonl(gens_path)
-    scorers = make_scorers(config, setup)
+    scorers = make_scorers(config, setup, read_jsonl(eval_path) if eval_path else None)
     scored = score_rows(setup, rows, scorers)
     write_scorer_accounting(scorers, accounting_path)
     kind = setup["conditions"][cname]["kind"]
@@ -485,13 +519,15 @@ def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, 
                         "eval_context": r["eval_context"], "sample_id": r["sample_id"], "trait": r["trait"],
                         "role": r["role"], "score": "" if r["score"] is None else r["score"],
                         "scorer": scorers[r["trait"]].name})
-    print(f"scored {len(rows)} generations x 2 traits")
+    print(f"scored {len(rows)} generations: {len(scored)} (generation, trait) scores")
 
 
-def elicitation_prompts(config: dict, sname: str, rephrasing_paths: dict[str, str]) -> dict[str, list[str | None]]:
-    """Label -> per-example prompts for the base model: none, each trait's instruction, each condition."""
+def elicitation_prompts(config: dict, sname: str, rephrasing_paths: dict[str, str],
+                        n: int | None = None) -> dict[str, list[str | None]]:
+    """Label -> per-example prompts for the base model: none, each trait's instruction, each condition
+    (``n`` examples each: the eval set's size, ``generation.n_eval`` per eval domain)."""
     setup = config["setups"][sname]
-    n = config["generation"]["n_eval"]
+    n = n if n is not None else config["generation"]["n_eval"] * len(dt.eval_domains(setup))
     out: dict[str, list[str | None]] = {"(no prompt)": [None] * n}
     for role in ("positive", "negative"):
         t = setup["traits"][role]
@@ -516,7 +552,7 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
     items = read_jsonl(eval_path)
     seen = tw.corpus_prompt_texts(read_jsonl(corpus_path)) if corpus_path else set()
     backend = _backend(config, None, threads)
-    labelled = elicitation_prompts(config, sname, rephrasing_paths)
+    labelled = elicitation_prompts(config, sname, rephrasing_paths, len(items))
     if hasattr(backend, "tokenizer"):
         check_toy_vocabulary(backend.tokenizer, {
             f"setups.{sname}.eval_prompt": setup["eval_prompt"],
@@ -526,10 +562,10 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
     for label, prompts in labelled.items():
         convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
         outs = generate_all(backend, convs, _sampling(config, sname, "elicitation", label))
-        rows += [{"prompt_label": label, "sample_id": it["id"], "prompt": p, "instruction": it["instruction"],
-                  "response": o} for it, p, o in zip(items, prompts, outs)]
+        rows += [{"prompt_label": label, "sample_id": it["id"], "domain": it.get("domain"), "prompt": p,
+                  "instruction": it["instruction"], "response": o} for it, p, o in zip(items, prompts, outs)]
     write_jsonl(gens_path, rows)
-    scorers = make_scorers(config, setup)
+    scorers = make_scorers(config, setup, items)
     scored = pd.DataFrame(score_rows(setup, rows, scorers))
     write_scorer_accounting(scorers, str(Path(out_csv).with_suffix(".accounting.json")))
     table = (scored.groupby(["prompt_label", "trait", "role"], sort=False)["score"]
@@ -581,28 +617,63 @@ def aggregate_setup(config: dict, sname: str, score_paths: list[str], elicitatio
         print(("PASS " if c["ok"] else "FAIL ") + c["what"])
 
 
+def reference_condition(setup: dict) -> str | None:
+    """The fine-tune whose trait rates every setup reports: its Baseline (trained with the default
+    eval prompt), else its None condition (no prompt; MBPP's and CMV's grids have no Baseline)."""
+    for kind in ("baseline", "none"):
+        for cname, cond in setup["conditions"].items():
+            if cond["kind"] == kind:
+                return cname
+    return None
+
+
+def trait_in_training_data(setup: dict, trait: str) -> bool:
+    """Whether the training responses show the trait (a code trait: through its rendering)."""
+    data = set(dt.train_traits(setup))
+    rendering = tw.EXEC_TRAIT_RENDERING.get(trait)
+    return bool(rendering) and set(rendering) <= data if rendering is not None else trait in data
+
+
 def setup_checks(config: dict, sname: str, agg, elicitation) -> dict:
-    """The toy organism's sanity checks: elicitation of the base model and the baseline fine-tune."""
+    """The toy organism's checks: elicitation of the base model and the reference fine-tune.
+
+    A check has ``ok`` True/False; a reported number that is a finding rather than a requirement
+    (a trait the training data does not show, e.g. emergent misalignment; a base behaviour such as
+    correct code) has ``ok`` None and prints as INFO.
+    """
     setup = config["setups"][sname]
     limits = config["checks"]
+    ref = reference_condition(setup)
     out = []
     for role in ("positive", "negative"):
-        trait = setup["traits"][role]["name"]
+        spec = setup["traits"][role]
+        trait = spec["name"]
+        where = f" (scored on {dt.trait_eval_domain(setup, role)})" if len(dt.eval_domains(setup)) > 1 else ""
         e = elicitation[elicitation["trait"] == trait].set_index("prompt_label")["rate"]
         with_instr = float(e.get(f"instruction:{trait}", float("nan")))
         without = float(e.get("(no prompt)", float("nan")))
-        out.append({"what": f"{sname}: base model expresses {trait} with its instruction: "
+        out.append({"what": f"{sname}: base model expresses {trait}{where} with its instruction: "
                             f"{with_instr:.2f} (>= {limits['elicitation_min']})",
                     "value": with_instr, "ok": with_instr >= limits["elicitation_min"]})
-        out.append({"what": f"{sname}: base model expresses {trait} without instruction: "
-                            f"{without:.2f} (<= {limits['no_instruction_max']})",
-                    "value": without, "ok": without <= limits["no_instruction_max"]})
-        base = agg[(agg["condition_kind"] == "baseline") & (agg["eval_context"] == "default") & (agg["trait"] == trait)]
+        if spec.get("base_behaviour"):
+            out.append({"what": f"{sname}: base model expresses {trait}{where} without instruction: {without:.2f} "
+                                "(its base behaviour)", "value": without, "ok": None})
+        else:
+            out.append({"what": f"{sname}: base model expresses {trait}{where} without instruction: "
+                                f"{without:.2f} (<= {limits['no_instruction_max']})",
+                        "value": without, "ok": without <= limits["no_instruction_max"]})
+        if ref is None:
+            continue
+        base = agg[(agg["condition"] == ref) & (agg["eval_context"] == "default") & (agg["trait"] == trait)]
         if len(base):
             v = float(base["mean"].iloc[0])
-            out.append({"what": f"{sname}: Baseline fine-tune expresses {trait} in the default eval context: "
-                                f"{v:.2f} (>= {limits['baseline_min']})",
-                        "value": v, "ok": v >= limits["baseline_min"]})
+            if trait_in_training_data(setup, trait):
+                out.append({"what": f"{sname}: {ref} fine-tune expresses {trait}{where} in the default eval context: "
+                                    f"{v:.2f} (>= {limits['baseline_min']})",
+                            "value": v, "ok": v >= limits["baseline_min"]})
+            else:
+                out.append({"what": f"{sname}: {ref} fine-tune expresses {trait}{where} in the default eval context: "
+                                    f"{v:.2f} (not in the training data: a finding)", "value": v, "ok": None})
     return {"setup": sname, "checks": out}
 
 
@@ -610,7 +681,7 @@ def collect_checks(check_paths: list[str], out_path: str) -> None:
     lines = ["status\tcheck"]
     for p in check_paths:
         for c in json.loads(Path(p).read_text())["checks"]:
-            lines.append(("PASS" if c["ok"] else "FAIL") + "\t" + c["what"])
+            lines.append({True: "PASS", False: "FAIL", None: "INFO"}[c["ok"]] + "\t" + c["what"])
     write_text(out_path, "\n".join(lines) + "\n")
     print("\n".join(lines))
 

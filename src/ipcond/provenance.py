@@ -21,6 +21,20 @@ TRACKED_PACKAGES = ("ipcond", "torch", "transformers", "tokenizers", "peft", "tr
                     "pandas", "numpy", "plotnine", "snakemake", "vllm")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it, briefly
+    to 0, which another thread's file could catch)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; rename it onto ``path`` on success.
@@ -33,6 +47,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); outputs get the mode a plain open() would give,
+        # so that collaborators on a shared cluster can read them.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -48,6 +65,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private (0700), like mkstemp's files
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -20,6 +20,8 @@ SEEDS = [str(s) for s in config["seeds"]]
 TOY = config["base_model"]["kind"] == "toy"
 CURVES = config["generation"].get("curve_n_eval", 0) > 0
 CELL = "results/{setup}/{condition}/seed{seed}"
+# A cell's fine-tune and generations in one job (workflow/rules/cell.smk) or two (finetune, generate).
+FUSE_CELL_JOBS = config.get("execution", {}).get("fuse_cell_jobs", False)
 
 
 wildcard_constraints:

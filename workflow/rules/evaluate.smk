@@ -1,40 +1,43 @@
 # Generation in every eval context, scoring, and the base model's elicitation strength.
 
 
-rule generate:
-    input:
-        base=base_model_input,
-        adapter=f"{CELL}/adapter",
-        eval="results/{setup}/data/eval.jsonl",
-        train=f"{CELL}/train.jsonl",
-    output:
-        generations=f"{CELL}/generations.jsonl",
-        # The learning curve is measured in the same process: loading torch and transformers
-        # costs more than measuring a toy cell's checkpoints.
-        curve=f"{CELL}/curve.csv",
-    params:
-        generation=config["generation"],
-        eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
-        traits=lambda wc: setup_conf(wc)["traits"],
-        scorers=config.get("scorers", {}),
-        judge=config.get("judge", {}),
-    threads: config["generation"].get("threads", 1)
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    log:
-        "logs/{setup}/{condition}/seed{seed}/generate.log",
-    benchmark:
-        "benchmarks/{setup}/{condition}/seed{seed}/generate.tsv"
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/generate.py"
+if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
+
+    rule generate:
+        input:
+            base=base_model_input,
+            adapter=f"{CELL}/adapter",
+            eval="results/{setup}/data/eval.jsonl",
+            train=f"{CELL}/train.jsonl",
+        output:
+            generations=f"{CELL}/generations.jsonl",
+            # The learning curve is measured in the same process: loading torch and transformers
+            # costs more than measuring a toy cell's checkpoints.
+            curve=f"{CELL}/curve.csv",
+        params:
+            generation=config["generation"],
+            eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
+            traits=lambda wc: setup_conf(wc)["traits"],
+            scorers=config.get("scorers", {}),
+            judge=config.get("judge", {}),
+        threads: config["generation"].get("threads", 1)
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            "logs/{setup}/{condition}/seed{seed}/generate.log",
+        benchmark:
+            "benchmarks/{setup}/{condition}/seed{seed}/generate.tsv"
+        conda:
+            "../../envs/train.yaml"
+        script:
+            "../scripts/generate.py"
 
 
 rule score:
     input:
-        f"{CELL}/generations.jsonl",
+        generations=f"{CELL}/generations.jsonl",
+        eval="results/{setup}/data/eval.jsonl",  # code traits run each answer against its item's tests
     output:
         scores=f"{CELL}/scores.csv",
         accounting=f"{CELL}/scores.accounting.json",

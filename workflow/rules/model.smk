@@ -36,23 +36,25 @@ rule pretrain_base_model:
         "../scripts/pretrain_base_model.py"
 
 
-rule finetune:
-    input:
-        base=base_model_input,
-        train=f"{CELL}/train.jsonl",
-    output:
-        adapter=directory(f"{CELL}/adapter"),
-    params:
-        training=lambda wc: training_config(config, wc.setup, wc.condition),
-    threads: config["training"].get("threads", 1)
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    log:
-        "logs/{setup}/{condition}/seed{seed}/finetune.log",
-    benchmark:
-        "benchmarks/{setup}/{condition}/seed{seed}/finetune.tsv"
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/finetune.py"
+if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
+
+    rule finetune:
+        input:
+            base=base_model_input,
+            train=f"{CELL}/train.jsonl",
+        output:
+            adapter=directory(f"{CELL}/adapter"),
+        params:
+            training=lambda wc: training_config(config, wc.setup, wc.condition),
+        threads: config["training"].get("threads", 1)
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            "logs/{setup}/{condition}/seed{seed}/finetune.log",
+        benchmark:
+            "benchmarks/{setup}/{condition}/seed{seed}/finetune.tsv"
+        conda:
+            "../../envs/train.yaml"
+        script:
+            "../scripts/finetune.py"

@@ -3,5 +3,5 @@ from ipcond.jobs import log_to, score_cell
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):
-    score_cell(sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed), sm.input[0],
-               sm.output.scores, sm.output.accounting)
+    score_cell(sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed), sm.input.generations,
+               sm.output.scores, sm.output.accounting, eval_path=sm.input.eval)
