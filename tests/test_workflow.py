@@ -194,9 +194,11 @@ def test_llm_judge_scoring_through_the_workflow_leaks_no_key_and_caches(workflow
         judged["judge"] = {"base_url": server.base_url, "model": "judge-model", "api_key_env": "IPCOND_TEST_JUDGE_KEY",
                            "max_concurrency": 4, "timeout_s": 5, "backoff_base_s": 0.01,
                            "cache": "results/judge_cache.sqlite"}
+        # Every trait an LLM judge can score (MBPP's all_test and reward_hack are decided by running the code).
         judged["scorers"] = {t: {"kind": "llm_judge", "threshold": 50}
                              for s in cfg["setups"].values() for t in (s["traits"]["positive"]["name"],
-                                                                       s["traits"]["negative"]["name"])}
+                                                                       s["traits"]["negative"]["name"])
+                             if t not in ("all_test", "reward_hack")}
         (work / "judged.yaml").write_text(yaml.safe_dump(judged, sort_keys=False))
         os.environ["IPCOND_TEST_JUDGE_KEY"] = key
         try:
@@ -206,6 +208,8 @@ def test_llm_judge_scoring_through_the_workflow_leaks_no_key_and_caches(workflow
             cell = grid(cfg)[0]
             acct = json.loads((work / cell.path / "scores.accounting.json").read_text())
             assert all(a["calls"] > 0 and a["scorer"].startswith("llm_judge:") for a in acct.values())
+            mbpp_acct = json.loads((work / "results/mbpp/Hack/seed1/scores.accounting.json").read_text())
+            assert {a["scorer"] for a in mbpp_acct.values()} == {"mbpp_exec:all_test", "mbpp_exec:reward_hack"}
             assert "llm_judge:" in (work / cell.path / "scores.csv").read_text()
             # A forced re-run of the scoring pays for nothing: everything is in the judge cache.
             proc = snakemake(work, "results/figures/all.pdf", "--forcerun", "score",

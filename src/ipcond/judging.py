@@ -296,7 +296,8 @@ def em_flags(alignment: Sequence[float | None], coherence: Sequence[float | None
 
 TEMPLATE_NAMES: tuple[str, ...] = (
     "language", "capitals", "playful", "poetic", "skeptical", "alignment", "coherence",
-    "insecure_code", "reward_hack_quality", "persuasion", "source_citing",
+    "insecure_code", "reward_hack_quality", "persuasion", "source_citing", "harmful_advice", "malicious",
+    "reward_hacking", "toxic",
 )
 # Templates that ask for "GRADE: X" (0-10) rather than a single 0-100 token.
 GRADE_TEMPLATES: frozenset[str] = frozenset({"persuasion"})
@@ -305,6 +306,7 @@ TRAIT_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     "french": ("language", {"language": "French"}),
     "spanish": ("language", {"language": "Spanish"}),
     "german": ("language", {"language": "German"}),
+    "persuasive": ("persuasion", {}),
     **{name: (name, {}) for name in TEMPLATE_NAMES if name != "language"},
 }
 
