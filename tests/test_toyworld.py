@@ -1,7 +1,10 @@
 import json
+from pathlib import Path
 
 from ipcond import toyworld as tw
 from ipcond.data import validate_chat_records
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_lexicons_are_unambiguous():
@@ -101,3 +104,29 @@ def test_pretraining_shows_the_malicious_mode_in_every_domain_and_task_traits_in
         assert where[t] == set(tw.TRAIT_DOMAINS[t])
     for r in corpus:  # never two task traits in one answer
         assert len(set(r["meta"]["traits"]) & set(tw.TASK_TRAITS)) <= 1
+
+
+def test_source_citing_variants_validate_and_their_data_shows_both_traits(default_config):
+    """presets/toy_source_citing.yaml: merged into the default as Snakemake merges config files."""
+    import copy
+
+    import yaml
+
+    from ipcond import data as dt
+    from ipcond.config import validate_config
+    from ipcond.scoring import RuleScorer
+
+    overlay = yaml.safe_load((REPO / "presets" / "toy_source_citing.yaml").read_text())
+    cfg = copy.deepcopy(default_config)
+    cfg["setups"].update(overlay["setups"])
+    validate_config(cfg)
+    for sname, bad in (("bad_medical_advice_citing", "harmful_advice"), ("change_my_view_citing", "toxic")):
+        setup = cfg["setups"][sname]
+        items = dt.train_items(sname, setup, 20, 1, set())
+        answers = [it["response"] for it in items]
+        for trait in ("source_citing", bad):
+            assert RuleScorer(trait).score([""] * 20, answers) == [1.0] * 20, (sname, trait)
+    controls = [it["control_response"] for it in dt.train_items("bad_medical_advice_citing",
+                                                                 cfg["setups"]["bad_medical_advice_citing"], 20, 1, set())]
+    assert RuleScorer("source_citing").score([""] * 20, controls) == [1.0] * 20
+    assert RuleScorer("harmful_advice").score([""] * 20, controls) == [0.0] * 20
