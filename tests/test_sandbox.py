@@ -367,8 +367,21 @@ def test_refuses_without_network_isolation_unless_best_effort():
 @needs_root
 def test_concurrent_runs_get_separate_uids():
     from concurrent.futures import ThreadPoolExecutor
+    import time
+
+    # The uid pool hands a freed uid out again, so the two runs must overlap: each sleeps 3 s (on
+    # a loaded CI machine a 0.5 s run could end before the other thread got its uid).
+    spans = []
+
+    def one(_):
+        t0 = time.monotonic()
+        r = run_python("import time\ntime.sleep(3)\nprint('x')", FAST)
+        spans.append((t0, time.monotonic()))
+        return r
+
     with ThreadPoolExecutor(2) as pool:
-        rs = list(pool.map(lambda _: run_python("import time\ntime.sleep(0.5)\nprint('x')", FAST),
-                           range(2)))
+        rs = list(pool.map(one, range(2)))
     assert [r.stdout for r in rs] == ["x\n", "x\n"]
+    (a0, a1), (b0, b1) = spans
+    assert max(a0, b0) < min(a1, b1), "the two runs did not overlap"
     assert rs[0].isolation["uid"] != rs[1].isolation["uid"]
