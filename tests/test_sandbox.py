@@ -385,3 +385,22 @@ def test_concurrent_runs_get_separate_uids():
     (a0, a1), (b0, b1) = spans
     assert max(a0, b0) < min(a1, b1), "the two runs did not overlap"
     assert rs[0].isolation["uid"] != rs[1].isolation["uid"]
+
+
+@needs_root
+def test_concurrent_runs_in_separate_processes_get_separate_uids():
+    """Two jobs scoring code at once (two Snakemake jobs) must not share a uid: a shared uid let
+    one run's clean-up kill the other's code (seen as empty output under load)."""
+    import json
+
+    code = "import time" + chr(10) + "time.sleep(2)" + chr(10) + "print('x')"
+    script = chr(10).join([
+        "import json",
+        "from ipcond.sandbox import SandboxLimits, run_python",
+        f"r = run_python({code!r}, SandboxLimits(wall_s=20))",
+        "print(json.dumps({'out': r.stdout, 'uid': r.isolation['uid']}))",
+    ])
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1]) for p in procs]
+    assert [r["out"] for r in results] == ["x" + chr(10)] * 2
+    assert results[0]["uid"] != results[1]["uid"]

@@ -381,12 +381,31 @@ def _exec_worker(libc, cfg, mode, uid, gid, workdir, exe, env) -> None:
 # Caller side
 
 class _UidPool:
-    """Hands out one sandbox uid per concurrent run (RLIMIT_NPROC and signals are per uid)."""
+    """Hands out one sandbox uid per concurrent run (RLIMIT_NPROC and signals are per uid).
+
+    Across processes too: each uid in use is held by an exclusive ``flock`` on a file in
+    :data:`UID_LOCK_DIR`, so two jobs that score code at the same time (two Snakemake jobs, two
+    workflows on one machine) never share a uid, and a uid's leftover processes are only swept by
+    the one who holds its lock (they belong to a run that died without releasing it).
+    """
 
     def __init__(self, base: int, size: int):
         self.base, self.size = base, size
-        self._used: set[int] = set()
+        self._used: dict[int, int] = {}  # uid -> fd of its lock file
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _try_lock(uid: int) -> int | None:
+        import fcntl
+
+        os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(UID_LOCK_DIR, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # another process's run holds it
+        return fd
 
     def acquire(self) -> int:
         import pwd
@@ -399,17 +418,26 @@ class _UidPool:
                     continue  # a real account: never touch it
                 except KeyError:
                     pass
+                fd = self._try_lock(uid)
+                if fd is None:
+                    continue
                 if processes_of_uid(uid) and not _kill_uid(uid):
-                    continue  # leftovers we could not clear (another process's sandbox?)
-                self._used.add(uid)
+                    os.close(fd)
+                    continue  # leftovers we could not clear
+                self._used[uid] = fd
                 return uid
         raise SandboxError("no free sandbox uid")
 
     def release(self, uid: int) -> None:
         with self._lock:
-            self._used.discard(uid)
+            fd = self._used.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
 
 
+#: Where the pool's per-uid lock files live (root only: the pool is used when the caller is root).
+UID_LOCK_DIR = "/run/ipcond-sandbox-uids" if os.path.isdir("/run") and os.access("/run", os.W_OK) else os.path.join(
+    tempfile.gettempdir(), "ipcond-sandbox-uids")
 _POOL = _UidPool(UID_BASE, UID_POOL_SIZE)
 
 
