@@ -356,13 +356,13 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
     # Teacher-forced measures per eval domain (a trait is measured on its own domain's items), for
     # the traits whose reference answers every such item has; items of a real dataset without
     # references are left unmeasured, not dropped.
-    forced_groups: dict[str, list[str]] = {}
+    forced_groups: dict[str, tuple[list[int], list[str]]] = {}  # domain -> (its conversations, traits)
     for trait, role in traits.items():
         domain = dt.trait_eval_domain(setup, role)
         idx = [i for i, it in enumerate(conv_items) if it.get("domain") in (None, domain)]
         if idx and all("clean" in conv_items[i].get("references", {}) and trait in conv_items[i]["references"]
                        for i in idx):
-            forced_groups.setdefault(domain, []).append(trait)
+            forced_groups.setdefault(domain, (idx, []))[1].append(trait)
     rows = []
     for step, adapter in curve_checkpoints(adapter_dir):
         backend = _backend(config, adapter, threads)
@@ -371,8 +371,7 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
                                       "domain": conv_items[i].get("domain"), "response": o}
                                      for i, o in enumerate(outs)], scorers)
         forced: dict[str, dict[int, Any]] = {}  # trait -> conversation index -> result
-        for domain, group in forced_groups.items():
-            idx = [i for i, it in enumerate(conv_items) if it.get("domain") in (None, domain)]
+        for idx, group in forced_groups.values():
             res = trait_preferences(backend.model, backend.tokenizer, [convs[i] for i in idx],
                                     {t: [conv_items[i]["references"][t] for i in idx] for t in group},
                                     [conv_items[i]["references"]["clean"] for i in idx])
@@ -401,6 +400,17 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
         if hasattr(s, "close"):
             s.close()
     return rows
+
+
+def generate_with_curve(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
+                        adapter: str, generations_path: str, curve_path: str, threads: int) -> None:
+    """A cell's generations, then its learning curve, as the `generate` rule and the fused cell job
+    make them. The partial generations are kept until the curve is written too: Snakemake deletes
+    every output of a failed job, and a re-run then resumes from the partial file."""
+    generate_cell(config, sname, cname, seed, eval_path, train_path, adapter, generations_path, threads,
+                  keep_partial=True)
+    write_curve(config, sname, cname, seed, eval_path, train_path, adapter, curve_path, threads)
+    Path(generation_partial_path(generations_path)).unlink(missing_ok=True)
 
 
 def _finite_or_blank(x: float | None) -> float | str:

@@ -1,15 +1,7 @@
 """Thin wrapper: see ipcond.jobs."""
-from pathlib import Path
-
-from ipcond.jobs import generate_cell, generation_partial_path, log_to, write_curve
+from ipcond.jobs import generate_with_curve, log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-setup, condition, seed = sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed)
 with log_to(sm.log[0]):
-    # The partial generations are kept until the curve is written too: Snakemake deletes every
-    # output of a failed job, and a re-run then resumes from the partial file.
-    generate_cell(sm.config, setup, condition, seed, sm.input.eval, sm.input.train, sm.input.adapter,
-                  sm.output.generations, sm.threads, keep_partial=True)
-    write_curve(sm.config, setup, condition, seed, sm.input.eval, sm.input.train, sm.input.adapter,
-                sm.output.curve, sm.threads)
-    Path(generation_partial_path(sm.output.generations)).unlink(missing_ok=True)
+    generate_with_curve(sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed), sm.input.eval,
+                        sm.input.train, sm.input.adapter, sm.output.generations, sm.output.curve, sm.threads)
