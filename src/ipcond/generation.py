@@ -1,6 +1,7 @@
 """Generation backends behind one interface.
 
-``TransformersBackend`` runs everywhere (CPU or GPU), batched with left padding. Sampling
+``TransformersBackend`` runs everywhere (CPU or GPU), batched with left padding;
+``VLLMBackend`` runs on CUDA GPUs, the paper scale's sampler. Sampling
 parameters are the same dataclass for every backend, and every output records the backend and
 its versions.
 
@@ -90,10 +91,107 @@ class TransformersBackend:
                 "versions": package_versions(["torch", "transformers", "peft"])}
 
 
+class VLLMBackend:
+    """vLLM: the base model loaded once per job, the cell's LoRA adapter applied per request
+    (``LoRARequest``), continuous batching over all conversations at once.
+
+    ``max_model_len`` and ``gpu_memory_utilization`` come from config (``generation.vllm``):
+    left to vLLM, a Qwen2.5 model would reserve KV cache for its 128k-token context. Prompts are
+    rendered by the same chat template and tokenizer as :class:`TransformersBackend`, and the
+    same stop token (``<|im_end|>``) ends an answer, so both backends sample from the same
+    distribution; at temperature 0 both are greedy and agree (``workflow/bench/gpu_check.py``).
+    Sampling is seeded per request (batch seed + position): a conversation's answer does not
+    depend on what else is in the batch.
+    """
+
+    name = "vllm"
+
+    def __init__(self, base_model: str, adapter: str | None = None, batch_size: int = 256,
+                 threads: int | None = None, max_model_len: int = 4096, gpu_memory_utilization: float = 0.85,
+                 dtype: str = "bfloat16", max_lora_rank: int = 64, tensor_parallel_size: int = 1,
+                 enforce_eager: bool = False, llm: Any = None):
+        try:
+            import vllm  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError("generation.backend is 'vllm' but vLLM is not installed: "
+                               "pip install -e '.[vllm]' on a machine with a CUDA GPU, or set "
+                               "generation.backend: transformers") from e
+        # The engine runs in this process: vLLM's default engine process is started with 'spawn',
+        # which re-runs the calling script (a Snakemake job's) from the top.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        from .modeling import load_tokenizer
+
+        self.tokenizer = load_tokenizer(base_model)
+        self.base_model, self.adapter = str(base_model), adapter and str(adapter)
+        self.batch_size = batch_size
+        self.settings = {"max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
+                         "dtype": dtype, "max_lora_rank": max_lora_rank,
+                         "tensor_parallel_size": tensor_parallel_size, "enforce_eager": enforce_eager}
+        # One engine per process for every adapter of a job (the generations, then each
+        # learning-curve checkpoint): loading a 7B model takes a minute.
+        key = (self.base_model, tuple(sorted(self.settings.items())))
+        if llm is None and key not in VLLMBackend._engines:
+            VLLMBackend._engines[key] = LLM(model=str(base_model), tokenizer=str(base_model), enable_lora=True,
+                                            max_loras=1, seed=0, **self.settings)
+        self.llm = llm or VLLMBackend._engines[key]
+        self._lora = self._lora_request(adapter)
+
+    _engines: dict = {}
+    _next_lora_id = 1
+
+    def _lora_request(self, adapter: str | None) -> Any:
+        if not adapter:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        VLLMBackend._next_lora_id += 1  # vLLM caches adapters by id: a new id per adapter path
+        return LoRARequest(f"adapter{VLLMBackend._next_lora_id}", VLLMBackend._next_lora_id, str(adapter))
+
+    def prompt_token_ids(self, conversations: list[list[dict]]) -> list[list[int]]:
+        tok = self.tokenizer
+        return [tok(tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                    add_special_tokens=False)["input_ids"] for c in conversations]
+
+    def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[str]:
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        prompts = [{"prompt_token_ids": ids} for ids in self.prompt_token_ids(conversations)]
+        greedy = params.temperature == 0
+        # Token ids come back undecoded and are decoded by the same tokenizer call as in
+        # TransformersBackend (vLLM's incremental detokenizer joins a word-level vocabulary's tokens
+        # without spaces).
+        sampling = [VLLMSamplingParams(n=1, temperature=params.temperature, top_p=1.0 if greedy else params.top_p,
+                                       max_tokens=params.max_new_tokens, seed=params.seed + i,
+                                       stop_token_ids=[eos], detokenize=False)
+                    for i in range(len(prompts))]
+        outs = self.llm.generate(prompts, sampling, lora_request=self._lora, use_tqdm=False)
+        return [self.tokenizer.decode(list(o.outputs[0].token_ids), skip_special_tokens=True).strip() for o in outs]
+
+    def info(self) -> dict:
+        import vllm
+        from vllm.platforms import current_platform
+
+        from .provenance import package_versions
+
+        return {"backend": self.name, "device": current_platform.device_type, "base_model": self.base_model,
+                "adapter": self.adapter, **self.settings,
+                "versions": {"vllm": vllm.__version__, **package_versions(["torch", "transformers"])}}
+
+
+BACKENDS = {"transformers": TransformersBackend, "vllm": VLLMBackend}
+
+
 def make_backend(name: str, base_model: str, adapter: str | None = None, **kw: Any) -> GenerationBackend:
+    """A generation backend by its config name (``generation.backend``); ``kw`` are its settings
+    (``batch_size``, ``threads`` and, for vLLM, ``generation.vllm``)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown generation backend {name!r}; expected one of {sorted(BACKENDS)}")
     if name == "transformers":
-        return TransformersBackend(base_model, adapter, **kw)
-    raise ValueError(f"unknown generation backend {name!r}; expected 'transformers'")
+        kw = {k: v for k, v in kw.items() if k in ("batch_size", "threads", "device", "dtype")}
+    return BACKENDS[name](base_model, adapter, **kw)
 
 
 def generate_all(backend: GenerationBackend, conversations: list[list[dict]], params: SamplingParams,
