@@ -70,3 +70,30 @@ def test_inoculation_trait_must_belong_to_setup(default_config):
     inoc["trait"] = "capitals"
     with pytest.raises(ConfigError, match="not a trait of this setup"):
         validate_config(cfg)
+
+
+def test_model_rule_resources_come_from_config_with_setup_overrides(default_config):
+    from ipcond.config import rule_resources
+
+    cfg = copy.deepcopy(default_config)
+    cfg["resources"] = {"finetune": {"mem_mb": 64000, "gpu": 1, "runtime": 240}}
+    big = next(iter(cfg["setups"]))
+    cfg["setups"][big]["resources"] = {"finetune": {"mem_mb": 160000}}
+    validate_config(cfg)
+    other = list(cfg["setups"])[1]
+    assert rule_resources(cfg, "finetune", other) == {"mem_mb": 64000, "runtime": 240, "gpu": 1}
+    assert rule_resources(cfg, "finetune", big) == {"mem_mb": 160000, "runtime": 240, "gpu": 1}
+    assert rule_resources(cfg, "elicit", big) == {"mem_mb": 4000, "runtime": 60, "gpu": 0}
+    cfg["resources"]["finetun"] = {"gpu": 1}
+    with pytest.raises(ConfigError, match="finetun"):
+        validate_config(cfg)
+
+
+def test_vllm_backend_needs_a_max_lora_rank_the_adapters_fit(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["generation"]["backend"] = "vllm"
+    cfg["generation"]["vllm"] = {"max_model_len": 256, "max_lora_rank": 8}
+    with pytest.raises(ConfigError, match=r"rank 16 but generation\.vllm\.max_lora_rank is 8.*at least 16"):
+        validate_config(cfg)
+    cfg["generation"]["vllm"]["max_lora_rank"] = 16
+    validate_config(cfg)

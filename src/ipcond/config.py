@@ -119,6 +119,13 @@ def _semantic_checks(config: dict, source: str) -> None:
                 raise ConfigError(f"{source}: {key}.training.n_train = {cond_n_train} is more than the setup's "
                                   f"{setup_n_train} (a sweep's cells take a prefix of the setup's training items); "
                                   f"raise setups.{sname}.training.n_train to at least {cond_n_train}")
+            if config["generation"]["backend"] == "vllm":
+                rank = {**config["training"], **setup.get("training", {}), **cond.get("training", {})}["lora_r"]
+                max_rank = config["generation"].get("vllm", {}).get("max_lora_rank", 64)
+                if rank > max_rank:
+                    raise ConfigError(f"{source}: {key} trains LoRA rank {rank} but generation.vllm.max_lora_rank "
+                                      f"is {max_rank}; vLLM could not load the adapter. Raise "
+                                      f"generation.vllm.max_lora_rank to at least {rank}")
             if cond["kind"] in ("baseline", "none", "empty", "control", "rephrased") and "prompt" in cond:
                 raise ConfigError(f"{source}: {key} has a prompt, but kind '{cond['kind']}' takes its prompt "
                                   "from the setup (baseline/control: eval_prompt) or has none; remove 'prompt'")
@@ -310,3 +317,23 @@ def grid(config: dict) -> list[Cell]:
     """Every (setup, condition, seed) the config asks for, in config order."""
     return [Cell(s, c, seed) for s, setup in config["setups"].items()
             for c in setup["conditions"] for seed in config["seeds"]]
+
+
+# ------------------------------------------------------------------------------------------
+# Job resources (memory, run time, GPUs) per model rule, from config
+# ------------------------------------------------------------------------------------------
+
+MODEL_RULES = ("pretrain_base_model", "finetune", "generate", "finetune_and_generate", "elicit")
+DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "gpu": 0}
+
+
+def rule_resources(config: dict, rule: str, setup: str | None = None) -> dict:
+    """``mem_mb``, ``runtime`` (minutes) and ``gpu`` of a model rule's job: the defaults, then
+    ``resources.<rule>``, then the setup's ``setups.<setup>.resources.<rule>`` (a 32B model's
+    setup needs more than a 7B one's). The SLURM profile adds partitions and accounts."""
+    if rule not in MODEL_RULES:
+        raise KeyError(f"{rule!r} is not a model rule; resources are set for {MODEL_RULES}")
+    out = {**DEFAULT_RESOURCES, **config.get("resources", {}).get(rule, {})}
+    if setup is not None:
+        out.update(config["setups"][setup].get("resources", {}).get(rule, {}))
+    return out

@@ -49,6 +49,49 @@ def log_to(path: str | os.PathLike | None) -> Iterator[None]:
             os.close(saved[1])
 
 
+def cell_job(config: dict, sname: str, cname: str, seed: int, train_path: str, eval_path: str, adapter: str,
+             generations_path: str, curve_path: str, threads: int, finetune_log: str, generate_log: str) -> None:
+    """A cell's fine-tune, generations and learning curve (the fused `finetune_and_generate` job),
+    each half logged where the separate `finetune` and `generate` rules log it, on a GPU of its own
+    where the machine has GPUs (ipcond.gpu)."""
+    from .gpu import job_gpu_slot
+
+    with job_gpu_slot(config, "finetune_and_generate", sname):
+        with log_to(finetune_log):
+            finetune_cell(config, sname, cname, seed, train_path, adapter, threads)
+        with log_to(generate_log):
+            generate_with_curve(config, sname, cname, seed, eval_path, train_path, adapter, generations_path,
+                                curve_path, threads)
+
+
+def finetune_job(config: dict, sname: str, cname: str, seed: int, train_path: str, adapter: str, threads: int,
+                 log: str) -> None:
+    """The `finetune` rule's job (ipcond.gpu: on a GPU of its own)."""
+    from .gpu import job_gpu_slot
+
+    with log_to(log), job_gpu_slot(config, "finetune", sname):
+        finetune_cell(config, sname, cname, seed, train_path, adapter, threads)
+
+
+def generate_job(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str, adapter: str,
+                 generations_path: str, curve_path: str, threads: int, log: str) -> None:
+    """The `generate` rule's job (ipcond.gpu: on a GPU of its own)."""
+    from .gpu import job_gpu_slot
+
+    with log_to(log), job_gpu_slot(config, "generate", sname):
+        generate_with_curve(config, sname, cname, seed, eval_path, train_path, adapter, generations_path,
+                            curve_path, threads)
+
+
+def elicit_job(config: dict, sname: str, eval_path: str, rephrasing_paths: dict[str, str], corpus_path: str | None,
+               gens_path: str, out_csv: str, threads: int, log: str) -> None:
+    """The `elicit` rule's job (ipcond.gpu: on a GPU of its own)."""
+    from .gpu import job_gpu_slot
+
+    with log_to(log), job_gpu_slot(config, "elicit", sname):
+        elicit_setup(config, sname, eval_path, rephrasing_paths, corpus_path, gens_path, out_csv, threads)
+
+
 # ------------------------------------------------------------------------------------------
 # Base model
 # ------------------------------------------------------------------------------------------
@@ -243,8 +286,9 @@ def _backend(config: dict, adapter: str | None, threads: int):
     from .generation import make_backend
 
     g = config["generation"]
+    extra = g.get("vllm", {}) if g["backend"] == "vllm" else {}
     return make_backend(g["backend"], base_model_path(config), adapter,
-                        batch_size=g.get("batch_size", 64), threads=threads)
+                        batch_size=g.get("batch_size", 64), threads=threads, **extra)
 
 
 def generation_partial_path(out_path: str) -> str:
@@ -371,7 +415,10 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
                                       "domain": conv_items[i].get("domain"), "response": o}
                                      for i, o in enumerate(outs)], scorers)
         forced: dict[str, dict[int, Any]] = {}  # trait -> conversation index -> result
-        for idx, group in forced_groups.values():
+        if forced_groups and not hasattr(backend, "model"):
+            print(f"step {step}: teacher-forced measures need the model's logits, which the "
+                  f"{backend.name} backend does not expose; only sampled rates are in the curve")
+        for idx, group in (forced_groups.values() if hasattr(backend, "model") else ()):
             res = trait_preferences(backend.model, backend.tokenizer, [convs[i] for i in idx],
                                     {t: [conv_items[i]["references"][t] for i in idx] for t in group},
                                     [conv_items[i]["references"]["clean"] for i in idx])

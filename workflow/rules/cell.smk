@@ -26,8 +26,9 @@ if FUSE_CELL_JOBS:
             judge=config.get("judge", {}),
         threads: max(config["training"].get("threads", 1), config["generation"].get("threads", 1))
         resources:
-            mem_mb=4000,
-            runtime=60,
+            mem_mb=lambda wc: rule_resources(config, "finetune_and_generate", wc.setup)["mem_mb"],
+            runtime=lambda wc: rule_resources(config, "finetune_and_generate", wc.setup)["runtime"],
+            gpu=lambda wc: rule_resources(config, "finetune_and_generate", wc.setup)["gpu"],
         log:
             finetune="logs/{setup}/{condition}/seed{seed}/finetune.log",
             generate="logs/{setup}/{condition}/seed{seed}/generate.log",

@@ -2,7 +2,7 @@
 
 import sys
 
-from ipcond.config import ConfigError, check_input_files, validate_config
+from ipcond.config import ConfigError, check_input_files, rule_resources, validate_config
 from ipcond.jobs import base_model_path, training_config
 
 

@@ -22,8 +22,9 @@ if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
             judge=config.get("judge", {}),
         threads: config["generation"].get("threads", 1)
         resources:
-            mem_mb=4000,
-            runtime=60,
+            mem_mb=lambda wc: rule_resources(config, "generate", wc.setup)["mem_mb"],
+            runtime=lambda wc: rule_resources(config, "generate", wc.setup)["runtime"],
+            gpu=lambda wc: rule_resources(config, "generate", wc.setup)["gpu"],
         log:
             "logs/{setup}/{condition}/seed{seed}/generate.log",
         benchmark:
@@ -67,8 +68,9 @@ rule elicit:
         generation=config["generation"],
     threads: config["generation"].get("threads", 1)
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc: rule_resources(config, "elicit", wc.setup)["mem_mb"],
+        runtime=lambda wc: rule_resources(config, "elicit", wc.setup)["runtime"],
+        gpu=lambda wc: rule_resources(config, "elicit", wc.setup)["gpu"],
     log:
         "logs/{setup}/elicit.log",
     benchmark:

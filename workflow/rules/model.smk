@@ -24,8 +24,9 @@ rule pretrain_base_model:
         world=config["world"],
     threads: workflow.cores
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc: rule_resources(config, "pretrain_base_model", None)["mem_mb"],
+        runtime=lambda wc: rule_resources(config, "pretrain_base_model", None)["runtime"],
+        gpu=lambda wc: rule_resources(config, "pretrain_base_model", None)["gpu"],
     log:
         "logs/base_model/pretrain.log",
     benchmark:
@@ -48,8 +49,9 @@ if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
             training=lambda wc: training_config(config, wc.setup, wc.condition),
         threads: config["training"].get("threads", 1)
         resources:
-            mem_mb=4000,
-            runtime=60,
+            mem_mb=lambda wc: rule_resources(config, "finetune", wc.setup)["mem_mb"],
+            runtime=lambda wc: rule_resources(config, "finetune", wc.setup)["runtime"],
+            gpu=lambda wc: rule_resources(config, "finetune", wc.setup)["gpu"],
         log:
             "logs/{setup}/{condition}/seed{seed}/finetune.log",
         benchmark:

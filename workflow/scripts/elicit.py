@@ -1,6 +1,9 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import elicit_setup, log_to
+"""Thin wrapper: see ipcond.jobs.elicit_job; run in a child of the warm worker where
+execution.warm_worker allows (ipcond.worker)."""
+from ipcond.worker import call
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with log_to(sm.log[0]):
-    elicit_setup(sm.config, sm.wildcards.setup, sm.input.eval, {k[len("rephrasings_"):]: v for k, v in sm.input.items() if k.startswith("rephrasings_")}, sm.input.corpus[0] if sm.input.corpus else None, sm.output.generations, sm.output.table, sm.threads)
+rephrasings = {k[len("rephrasings_"):]: str(v) for k, v in sm.input.items() if k.startswith("rephrasings_")}
+call("ipcond.jobs:elicit_job", sm.config, sm.wildcards.setup, str(sm.input.eval), rephrasings,
+     str(sm.input.corpus[0]) if sm.input.corpus else None, str(sm.output.generations), str(sm.output.table),
+     sm.threads, str(sm.log[0]), worker_config=sm.config)

@@ -1,11 +1,9 @@
-"""Thin wrapper: a cell's fine-tune, generations and learning curve in one process (see
-workflow/rules/cell.smk and ipcond.jobs)."""
-from ipcond.jobs import finetune_cell, generate_with_curve, log_to
+"""Thin wrapper: a cell's fine-tune, generations and learning curve in one job (see
+workflow/rules/cell.smk, ipcond.jobs.cell_job), in a child of the warm worker where
+execution.warm_worker allows (ipcond.worker)."""
+from ipcond.worker import call
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-setup, condition, seed = sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed)
-with log_to(sm.log.finetune):
-    finetune_cell(sm.config, setup, condition, seed, sm.input.train, sm.output.adapter, sm.threads)
-with log_to(sm.log.generate):
-    generate_with_curve(sm.config, setup, condition, seed, sm.input.eval, sm.input.train, sm.output.adapter,
-                        sm.output.generations, sm.output.curve, sm.threads)
+call("ipcond.jobs:cell_job", sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed),
+     str(sm.input.train), str(sm.input.eval), str(sm.output.adapter), str(sm.output.generations),
+     str(sm.output.curve), sm.threads, str(sm.log.finetune), str(sm.log.generate), worker_config=sm.config)

@@ -1,7 +1,8 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import generate_with_curve, log_to
+"""Thin wrapper: see ipcond.jobs.generate_job; run in a child of the warm worker where
+execution.warm_worker allows (ipcond.worker)."""
+from ipcond.worker import call
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with log_to(sm.log[0]):
-    generate_with_curve(sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed), sm.input.eval,
-                        sm.input.train, sm.input.adapter, sm.output.generations, sm.output.curve, sm.threads)
+call("ipcond.jobs:generate_job", sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed),
+     str(sm.input.eval), str(sm.input.train), str(sm.input.adapter), str(sm.output.generations),
+     str(sm.output.curve), sm.threads, str(sm.log[0]), worker_config=sm.config)
