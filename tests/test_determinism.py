@@ -179,6 +179,43 @@ def test_same_seed_gives_bitwise_identical_lora_adapters(tiny_base, tmp_path):
     assert any(not torch.equal(ta[k], tc[k]) for k in ta)
 
 
+def test_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
+    """training.padding_free flattens a batch into one sequence with position ids restarting per
+    example. The loss of the first step equals the padded batch's only if attention stays within
+    each example (a leak across examples would change it)."""
+    from ipcond.training import finetune_lora
+
+    base, records = tiny_base
+    one_step = {**LORA, "max_steps": 1, "logging_steps": 1}
+    padded = finetune_lora(base, records, tmp_path / "padded", one_step, seed=7, threads=1)
+    flat = finetune_lora(base, records, tmp_path / "flat", {**one_step, "padding_free": True}, seed=7, threads=1)
+    assert padded["losses"][0]["loss"] == pytest.approx(flat["losses"][0]["loss"], rel=1e-4)
+    packed = finetune_lora(base, records, tmp_path / "packed", {**one_step, "packing": True}, seed=7, threads=1)
+    assert packed["steps"] == 1 and 0 < packed["losses"][0]["loss"] < 2 * padded["losses"][0]["loss"]
+
+
+def test_plain_loss_trainer_gives_the_fused_loss(tiny_base, tmp_path):
+    """training.fused_lm_head: false swaps TRL's chunked LM-head loss for the model's own
+    cross-entropy; same labels (assistant tokens only), same normalisation: the same loss."""
+    from ipcond.training import finetune_lora
+
+    base, records = tiny_base
+    one_step = {**LORA, "max_steps": 2, "logging_steps": 1}
+    fused = finetune_lora(base, records, tmp_path / "fused", one_step, seed=7, threads=1)
+    plain = finetune_lora(base, records, tmp_path / "plain", {**one_step, "fused_lm_head": False}, seed=7, threads=1)
+    for a, b in zip(fused["losses"], plain["losses"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_qlora_without_a_gpu_says_what_is_missing(tiny_base, tmp_path):
+    from ipcond.training import finetune_lora
+
+    base, records = tiny_base
+    with pytest.raises(RuntimeError, match=r"load_in_4bit \(QLoRA\) needs a CUDA GPU.*load_in_4bit: false"):
+        finetune_lora(base, records, tmp_path / "q", {**LORA, "load_in_4bit": True}, seed=7, threads=1)
+    assert not (tmp_path / "q").exists()
+
+
 if __name__ == "__main__":  # used by the fresh-process test: print the fingerprint as JSON
     cfg_path, work = sys.argv[1], Path(sys.argv[2])
     print(json.dumps(fingerprint(yaml.safe_load(Path(cfg_path).read_text()), work)))

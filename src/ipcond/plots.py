@@ -18,6 +18,7 @@ an interrupted workflow job never leaves a truncated PDF that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -840,7 +841,7 @@ def learning_curve_plot(curves: pd.DataFrame, setup_name: str, trait: str, role:
 
     ``curves`` is the learning-curve aggregate (the aggregate columns plus ``step`` and
     ``measure``). Rows: measures (rate, teacher-forced log-odds, first-token probability, in
-    that order, then others); columns: eval contexts; ribbons: 95% intervals; colour by
+    that order, then others); columns: eval contexts; bars: 95% intervals; colour by
     condition (a kind's colour for its first condition).
     """
     _require(curves, AGG_NEEDED + ("step", "measure"), "learning-curve table")
@@ -864,11 +865,13 @@ def learning_curve_plot(curves: pd.DataFrame, setup_name: str, trait: str, role:
     colors = _group_palette([(n, kind_of[n]) for n in order])
     c["condition"] = pd.Categorical(c["condition"], categories=order)
     c = c.sort_values("step", kind="stable")
-    ribbon = c[c["ci_low"].notna() & c["ci_high"].notna()]
+    bars = c[c["ci_low"].notna() & c["ci_high"].notna()]
+    # Error bars, not ribbons: a curve has a few checkpoints, and plotnine draws a ribbon per
+    # (condition, panel) group, which made this page most of a figure job's time.
+    width = max(1.0, 0.02 * float(c["step"].max()))
     return (
         ggplot(c, aes("step", "mean", color="condition", fill="condition", group="condition"))
-        + geom_ribbon(aes(ymin="ci_low", ymax="ci_high"), data=ribbon, alpha=0.10,
-                      color="none")
+        + geom_errorbar(aes(ymin="ci_low", ymax="ci_high"), data=bars, width=width, size=0.35, alpha=0.6)
         + geom_line(size=0.6)
         + geom_point(size=1.2)
         + facet_grid(rows="measure_lab", cols="ctx", scales="free_y")
@@ -878,7 +881,7 @@ def learning_curve_plot(curves: pd.DataFrame, setup_name: str, trait: str, role:
         + labs(x="training step (optimizer steps; 0 = base model)", y="trait measure",
                title=title if title is not None else
                f"{setup_name}: learning curves of {_trait_role_label(trait, role)}",
-               caption="Ribbons: 95% intervals.")
+               caption="Bars: 95% intervals.")
         + _base_theme((11.0, 2.0 + 2.0 * len(measures)))
         + theme(strip_text_y=element_text(size=7.5))
     )
@@ -1129,20 +1132,32 @@ def save_figures(plots: Sequence[ggplot], pdf_path: str | os.PathLike,
     if png_names is not None and len(png_names) != len(plots):
         raise ValueError(f"{len(png_names)} PNG names for {len(plots)} plots")
     pdf_path = Path(pdf_path)
-    # Draw copies: plotnine keeps the drawn figure on a ggplot object, and drawing the same
-    # object again (PDF page, then PNG) overplots text with a stale layout.
-    with atomic_path(pdf_path, ".pdf") as tmp:
-        save_as_pdf_pages([copy.deepcopy(p) for p in plots], filename=tmp, verbose=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+    from plotnine.ggplot import plot_context
+
+    # Each plot is drawn once (drawing is most of the cost) and saved as its PDF page and PNG.
+    # Draw a copy: plotnine keeps the drawn figure on a ggplot object, and drawing the same
+    # object again overplots text with a stale layout.
     written = [pdf_path]
-    if png_dir is not None:
-        png_dir = Path(png_dir)
+    png_targets = []
+    with atomic_path(pdf_path, ".pdf") as tmp, contextlib.ExitStack() as stack:
+        pdf = stack.enter_context(PdfPages(tmp))
         for i, plot in enumerate(plots):
-            name = png_names[i] if png_names is not None else f"{pdf_path.stem}-{i + 1:02d}.png"
-            target = png_dir / name
-            with atomic_path(target, ".png") as tmp:
-                copy.deepcopy(plot).save(tmp, dpi=dpi, verbose=False)
-            written.append(target)
-    return written
+            drawn = copy.deepcopy(plot) + theme(dpi=dpi)
+            fig = drawn.draw(show=False)
+            try:
+                with plot_context(drawn).rc_context:
+                    fig.savefig(pdf, format="pdf")
+                    if png_dir is not None:
+                        name = png_names[i] if png_names is not None else f"{pdf_path.stem}-{i + 1:02d}.png"
+                        target = Path(png_dir) / name
+                        with atomic_path(target, ".png") as png_tmp:
+                            fig.savefig(png_tmp, format="png", dpi=dpi)
+                        png_targets.append(target)
+            finally:
+                plt.close(fig)
+    return written + png_targets
 
 
 def merge_pdfs(pdf_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> Path:
