@@ -8,6 +8,7 @@ prompt (``none``) and the condition's own training prompt (``train``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, Sequence
 
 from . import toyworld as tw
@@ -98,3 +99,35 @@ def eval_context_prompts(setup: dict, cname: str, n: int, train_prompts: Sequenc
     """
     train = [train_prompts[i % len(train_prompts)] for i in range(n)] if train_prompts else [None] * n
     return {"default": [setup["eval_prompt"]] * n, "none": [None] * n, "train": train}
+
+
+# ------------------------------------------------------------------------------------------
+# The published protocol's prompt texts (resources/prompts/paper_protocol.yaml)
+# ------------------------------------------------------------------------------------------
+
+PROTOCOL_PATH = Path(__file__).resolve().parents[2] / "resources" / "prompts" / "paper_protocol.yaml"
+_TEXTLESS_KINDS = {"baseline", "none", "empty", "control"}
+_PROMPT_KINDS = {"inoculation", "irrelevant", "neutral"}
+
+
+def load_protocol(path: str | Path = PROTOCOL_PATH) -> dict:
+    """The protocol's prompt texts per setup, checked: every condition has a known kind, a text
+    where its kind needs one, and a ``source`` (``published`` or ``written``) for every text."""
+    import yaml
+
+    path = Path(path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    problems = []
+    for sname, setup in data.get("setups", {}).items():
+        for cname, cond in setup.get("conditions", {}).items():
+            where = f"setups.{sname}.conditions.{cname}"
+            kind = cond.get("kind")
+            if kind not in _TEXTLESS_KINDS | _PROMPT_KINDS:
+                problems.append(f"{where}: kind {kind!r} is not one of {sorted(_TEXTLESS_KINDS | _PROMPT_KINDS)}")
+            elif kind in _PROMPT_KINDS and not cond.get("text"):
+                problems.append(f"{where}: kind {kind!r} needs a text")
+            if "text" in cond and cond.get("source") not in ("published", "written"):
+                problems.append(f"{where}: source must be 'published' or 'written', not {cond.get('source')!r}")
+    if problems:
+        raise ValueError(f"{path}:\n  " + "\n  ".join(problems))
+    return data
