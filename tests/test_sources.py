@@ -144,3 +144,95 @@ def test_a_corrupt_or_changed_download_stops_with_the_fix(tmp_path):
         src.verify_file(path, pin, "gsm8k")
     with pytest.raises(src.SourceError, match=r"line 3: not JSON.*corrupt"):
         src.read_records(path)
+
+
+class _FileServer:
+    """A loopback HTTP server with a few files; records requests (never the Authorization value)."""
+
+    def __init__(self, files, token=None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.requests.append({"path": self.path, "auth": "Authorization" in self.headers})
+                if token and self.headers.get("Authorization") != f"Bearer {token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = files.get(self.path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_fetch_verifies_the_pin_and_keeps_nothing_on_a_mismatch(tmp_path):
+    import hashlib
+
+    body = b'{"question": "q", "answer": "a\\n#### 1"}\n'
+    pin = hashlib.sha256(body).hexdigest()
+    server = _FileServer({"/datasets/gsm8k/resolve/abc123/train.jsonl": body})
+    try:
+        url = server.url + "/datasets/gsm8k/resolve/abc123/train.jsonl"
+        dest = tmp_path / "resources" / "gsm8k" / "train.jsonl"
+        assert src.fetch(url, dest, pin, source="gsm8k") == dest and dest.read_bytes() == body
+        src.fetch(url, dest, pin, source="gsm8k")  # already there with the pinned checksum: no request
+        assert len(server.requests) == 1
+        with pytest.raises(src.SourceError, match=r"gsm8k: the download .* has SHA-256 .* but the pin says 0+\. "
+                                                  r".*nothing was kept"):
+            src.fetch(url, tmp_path / "other.jsonl", "0" * 64, source="gsm8k")
+        assert not (tmp_path / "other.jsonl").exists() and not list(tmp_path.glob(".*.part"))
+        with pytest.raises(src.SourceError, match=r"does not exist \(HTTP 404\).*check the pin"):
+            src.fetch(server.url + "/datasets/gsm8k/resolve/wrong/train.jsonl", tmp_path / "x", pin, source="gsm8k")
+    finally:
+        server.close()
+
+
+def test_fetch_gated_source_names_the_token_variable_and_never_prints_the_token(tmp_path, monkeypatch):
+    import hashlib
+
+    body = b"data"
+    server = _FileServer({"/f": body}, token="hf_SECRET_TOKEN_123")
+    try:
+        monkeypatch.delenv("IPCOND_TEST_HF_TOKEN", raising=False)
+        with pytest.raises(src.SourceError) as e:
+            src.fetch(server.url + "/f", tmp_path / "f", hashlib.sha256(body).hexdigest(), source="cmv",
+                      auth_env="IPCOND_TEST_HF_TOKEN")
+        assert "HTTP 401" in str(e.value) and "IPCOND_TEST_HF_TOKEN (not set)" in str(e.value)
+        monkeypatch.setenv("IPCOND_TEST_HF_TOKEN", "hf_SECRET_TOKEN_123")
+        src.fetch(server.url + "/f", tmp_path / "f", hashlib.sha256(body).hexdigest(), source="cmv",
+                  auth_env="IPCOND_TEST_HF_TOKEN")
+        assert (tmp_path / "f").read_bytes() == body and server.requests[-1]["auth"]
+    finally:
+        server.close()
+
+
+def test_fetch_without_network_says_so_and_how_to_proceed(tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(src.SourceError, match=r"could not download .* after 2 attempts.*no network access to "
+                                              r"127\.0\.0\.1:\d+.*copy the file there"):
+        src.fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x", "0" * 64, source="gsm8k", retries=2, backoff_s=0.01)

@@ -71,6 +71,74 @@ def verify_file(path: str | Path, sha256: str, source: str) -> None:
                           "really changed, check the new data and update the pin in the config")
 
 
+def fetch(url: str, dest: str | Path, sha256: str, *, source: str, auth_env: str | None = None,
+          timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0) -> Path:
+    """Download ``url`` to ``dest`` unless ``dest`` already has the pinned SHA-256.
+
+    Every source is a URL pinned to an immutable revision (a hub file as
+    ``https://huggingface.co/datasets/<repo>/resolve/<commit>/<path>``, a repository file as its
+    raw URL at a commit) plus the file's SHA-256, so one code path fetches them all and the
+    checksum, not the server, decides what is accepted. The file is written to a temporary name
+    and renamed once verified; a failed or mismatched download leaves nothing at ``dest``.
+    ``auth_env`` names an environment variable holding a token for gated sources (sent as a
+    bearer token, never printed). Errors say what is missing: the network, the credentials, or
+    a file at the pinned revision.
+    """
+    import os
+    import time
+    import urllib.error
+    import urllib.request
+
+    dest = Path(dest)
+    if dest.is_file() and sha256_of(dest) == sha256.lower():
+        return dest
+    headers = {"User-Agent": "ipcond-fetch"}
+    if auth_env:
+        token = os.environ.get(auth_env)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part")
+    last: Exception | None = None
+    for attempt in range(retries):
+        try:
+            h = hashlib.sha256()
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp, \
+                    open(part, "wb") as f:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    f.write(chunk)
+                    h.update(chunk)
+            if h.hexdigest() != sha256.lower():
+                part.unlink(missing_ok=True)
+                raise SourceError(f"{source}: the download from {url} has SHA-256 {h.hexdigest()}, but the pin says "
+                                  f"{sha256}. The source changed at that address or the transfer was corrupted; "
+                                  "nothing was kept. Check the source, then update the pin in the config")
+            os.replace(part, dest)
+            return dest
+        except urllib.error.HTTPError as e:
+            part.unlink(missing_ok=True)
+            if e.code in (401, 403):
+                have = "set" if auth_env and os.environ.get(auth_env) else "not set"
+                raise SourceError(f"{source}: {url} answered HTTP {e.code}: it needs credentials. "
+                                  + (f"The token is read from the environment variable {auth_env} ({have}); "
+                                     "accept the dataset's terms on its page and set a token that may read it"
+                                     if auth_env else "Set the source's auth_env to the environment variable "
+                                                      "holding a token")) from None
+            if e.code == 404:
+                raise SourceError(f"{source}: {url} does not exist (HTTP 404). The pinned revision or path is "
+                                  "wrong, or the source was removed; check the pin in the config") from None
+            last = e
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            part.unlink(missing_ok=True)
+            last = e
+        if attempt + 1 < retries:
+            time.sleep(backoff_s * 2 ** attempt)
+    host = url.split("/")[2] if "//" in url else url
+    raise SourceError(f"{source}: could not download {url} after {retries} attempts ({last}). This machine may "
+                      f"have no network access to {host}: run the fetch rules on a machine that has, or copy the "
+                      f"file there to {dest} (its SHA-256 must be {sha256})")
+
+
 def read_records(path: str | Path) -> list[dict]:
     """Records of a JSON-lines, JSON (a list), Parquet or CSV file."""
     path = Path(path)
