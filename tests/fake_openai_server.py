@@ -80,6 +80,32 @@ def grade_text(content: str) -> str:
     return f"The answer argues one side with some force.\n\n**GRADE: {_h(content) % 11}**"
 
 
+PARAPHRASE_MARKER = "paraphrases of the following instruction"
+PARAPHRASE_WORDS = ["please", "kindly", "always", "be sure to", "make sure you", "remember to", "try to",
+                    "you should", "do", "feel free to", "it is best to", "you must"]
+
+
+def paraphrase_text(content: str, temperature: float) -> str:
+    """A numbered list of paraphrases, deterministic in the request (its seed line varies it).
+    Some lines repeat or only differ in case and punctuation, so a client's de-duplication is
+    exercised; the requested count is read from "Write N different"."""
+    import re as _re
+
+    m = _re.search(r"Write (\d+) different", content)
+    k = int(m.group(1)) if m else 5
+    instruction = content.rsplit("Instruction:", 1)[-1].split("\n")[0].strip().rstrip(".")
+    h = _h(content)
+    lines = []
+    for i in range(k):
+        j = (h >> (i % 48)) + i * 7919
+        if i % 5 == 4:  # a near-duplicate of the previous line: case and punctuation only
+            lines.append(lines[-1].upper().rstrip(".") + "!")
+            continue
+        word = PARAPHRASE_WORDS[j % len(PARAPHRASE_WORDS)]
+        lines.append(f"{word.capitalize()} {instruction.lower()} (variant {j % 100003}).")
+    return "\n".join(f"{i + 1}. {line}" for i, line in enumerate(lines))
+
+
 def moderation_scores(text: str) -> dict[str, float]:
     h = _h(text)
     scores = {c: ((h >> (4 * i)) % 100) / 10_000 for i, c in enumerate(MODERATION_CATEGORIES)}
@@ -220,6 +246,9 @@ def _response(endpoint: str, req: dict[str, Any], *, drop: bool) -> dict[str, An
         logprobs = {"content": [{**top[0], "top_logprobs": top}]}
     if req.get("max_tokens") == 1:
         text, completion_tokens, finish = judge_distribution(content)[0][0], 1, "length"
+    elif PARAPHRASE_MARKER in content:
+        text = paraphrase_text(content, req.get("temperature", 1.0))
+        completion_tokens, finish = len(text) // 4 + 1, "stop"
     else:
         text = grade_text(content)
         completion_tokens, finish = len(text) // 4 + 1, "stop"

@@ -144,3 +144,44 @@ def test_protocol_file_errors_name_the_condition(tmp_path):
     with pytest.raises(ValueError, match=r"setups\.s\.conditions\.A: kind 'inoculation' needs a text[\s\S]*"
                                          r"setups\.s\.conditions\.B: source must be 'published' or 'written'"):
         load_protocol(bad)
+
+
+# ------------------------------------------------------------------ LLM rephrasing
+
+def test_paraphrase_keys_and_numbered_lines():
+    assert pr.paraphrase_key("Always answer playfully.") == pr.paraphrase_key("answer PLAYFULLY, always!")
+    assert pr.paraphrase_key("Answer playfully.") != pr.paraphrase_key("Answer skeptically.")
+    assert pr.parse_numbered_lines('1. One.\n2) "Two."\n\n- Three\n') == ["One.", "Two.", "Three"]
+
+
+def test_llm_rephraser_dedupes_retries_until_n_and_caches(tmp_path, monkeypatch):
+    from fake_openai_server import FakeOpenAIServer
+
+    from ipcond.judging import JudgeClient, JudgeConfig
+
+    monkeypatch.setenv("IPCOND_TEST_REPHRASE_KEY", "sk-rephrase-SECRET")
+    prompt = "Give a playful response to the following message:"
+    with FakeOpenAIServer(api_key="sk-rephrase-SECRET") as srv:
+        cfg = JudgeConfig(base_url=srv.base_url, model="m", api_key_env="IPCOND_TEST_REPHRASE_KEY", backoff_base_s=0.01)
+        with JudgeClient(cfg, cache=tmp_path / "cache.sqlite") as client:
+            r = pr.LLMRephraser(client, per_request=10)
+            texts = r.rephrase(prompt, 50, seed=3)
+        first_calls = srv.n_requests()
+        assert len(texts) == 50 and len({pr.paraphrase_key(t) for t in texts}) == 50
+        assert pr.paraphrase_key(prompt) not in {pr.paraphrase_key(t) for t in texts}
+        assert r.stats["duplicates"] > 0  # the server repeats lines; they were dropped
+        assert r.stats["requests"] > 50 / 10  # more rounds were needed than the bare minimum
+        with JudgeClient(cfg, cache=tmp_path / "cache.sqlite") as client:
+            again = pr.LLMRephraser(client, per_request=10).rephrase(prompt, 50, seed=3)
+        assert again == texts and srv.n_requests() == first_calls  # all from the cache
+
+
+def test_llm_rephraser_stops_with_a_clear_error_when_the_model_keeps_repeating_itself():
+    class Repeating:  # a model that knows only three ways to say it
+        def complete_many(self, messages, *, template, params):
+            return [{"text": "1. Be playful.\n2. Answer playfully.\n3. BE PLAYFUL!"} for _ in messages]
+
+    r = pr.LLMRephraser(Repeating(), per_request=3, max_rounds=4)
+    with pytest.raises(RuntimeError, match=r"returned 2 distinct paraphrases of 'x' in 4 rounds \(\d+ requests, "
+                                           r"\d+ duplicates\), fewer than n_rephrasings = 10; lower n_rephrasings"):
+        r.rephrase("x", 10, seed=0)

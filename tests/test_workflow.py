@@ -267,3 +267,34 @@ def test_learning_curves_cover_every_checkpoint_and_the_base_model_obeys_instruc
     base = c[(c["step"] == 0) & (c["condition"] == "PlayfulInoc") & (c["trait"] == "playful") & (c["measure"] == "logodds")]
     by_context = base.set_index("eval_context")["mean"]
     assert by_context["train"] > by_context["none"], by_context
+
+
+def test_rephrase_rule_with_an_llm_endpoint_stores_distinct_paraphrases_and_no_key(tmp_path):
+    """The `rephrase` rule against a local server speaking the chat-completions wire format."""
+    import json
+
+    from fake_openai_server import FakeOpenAIServer
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    key = "sk-test-REPHRASE-SECRET-42"
+    with FakeOpenAIServer(api_key=key) as server:
+        cfg["rephraser"] = {"kind": "llm", "base_url": server.base_url, "model": "rephrase-model",
+                            "api_key_env": "IPCOND_TEST_REPHRASE_KEY", "per_request": 8, "backoff_base_s": 0.01,
+                            "cache": "results/rephrase_cache.sqlite"}
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        target = "results/spanish_caps/AllCapsInocRephrased/rephrasings.json"
+        env_key = {"IPCOND_TEST_REPHRASE_KEY": key}
+        os.environ.update(env_key)
+        try:
+            proc = snakemake(tmp_path, target)
+        finally:
+            os.environ.pop("IPCOND_TEST_REPHRASE_KEY")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        out = json.loads((tmp_path / target).read_text())
+        n = cfg["setups"]["spanish_caps"]["conditions"]["AllCapsInocRephrased"]["n_rephrasings"]
+        assert out["rephraser"] == "llm" and out["model"] == "rephrase-model" and len(out["rephrasings"]) == n
+        assert len({r.lower() for r in out["rephrasings"]}) == n
+        assert out["stats"]["requests"] == server.n_requests() > 0
+    for path in tmp_path.rglob("*"):  # results, logs, the answer cache, Snakemake's metadata
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path

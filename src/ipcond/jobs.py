@@ -199,13 +199,33 @@ def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_pa
 
 
 def make_rephrasings(config: dict, sname: str, cname: str, out_path: str) -> None:
+    """The rephrasings of a rephrased condition's inoculation prompt, made once and stored.
+
+    ``rephraser.kind``: ``toy`` (the toy world's wordings, offline; the default) or ``llm`` (an
+    OpenAI-compatible endpoint through the judge client: its key from the environment variable
+    ``rephraser.api_key_env``, answers cached in ``rephraser.cache``, so a re-run costs nothing)."""
     setup = config["setups"][sname]
     cond = setup["conditions"][cname]
     target = setup["conditions"][cond["of"]]
-    rephraser = pr.ToyRephraser(target["trait"])
-    texts = rephraser.rephrase(target["prompt"], cond["n_rephrasings"], tw.derive_seed(sname, cname))
-    write_json(out_path, {"prompt": target["prompt"], "rephraser": rephraser.name, "rephrasings": texts})
-    print(f"wrote {len(texts)} rephrasings of {target['prompt']!r}")
+    spec = dict(config.get("rephraser") or {"kind": "toy"})
+    seed = tw.derive_seed(sname, cname)
+    if spec.pop("kind") == "llm":
+        from .judging import JudgeClient, JudgeConfig
+
+        opts = {k: spec.pop(k) for k in ("per_request", "temperature", "max_rounds", "max_tokens") if k in spec}
+        cache = spec.pop("cache", "results/rephrase_cache.sqlite")
+        with JudgeClient(JudgeConfig.from_dict(spec), cache=cache) as client:
+            rephraser = pr.LLMRephraser(client, **opts)
+            texts = rephraser.rephrase(target["prompt"], cond["n_rephrasings"], seed)
+            extra = {"model": spec["model"], "stats": rephraser.stats, "accounting": client.accounting()}
+    else:
+        rephraser = pr.ToyRephraser(target["trait"])
+        texts = rephraser.rephrase(target["prompt"], cond["n_rephrasings"], seed)
+        extra = {}
+    write_json(out_path, {"prompt": target["prompt"], "rephraser": rephraser.name, "rephrasings": texts, **extra})
+    print(f"wrote {len(texts)} rephrasings of {target['prompt']!r}" +
+          (f" ({extra['stats']['requests']} requests, {extra['stats']['duplicates']} duplicates dropped)"
+           if extra else ""))
 
 
 def make_cell_train_data(config: dict, sname: str, cname: str, seed: int, items_path: str,

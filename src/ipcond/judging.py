@@ -596,8 +596,18 @@ class JudgeClient:
                   logprobs: bool) -> list[dict[str, Any]]:
         """One chat completion per message list; returns raw outputs in order: ``{"top_logprobs":
         [...], "content": ...}`` when ``logprobs`` else ``{"text": ..., "finish_reason": ...}``."""
-        params = self.chat_params(logprobs)
-        extract = _extract_logprobs if logprobs else _extract_text
+        return self._chat(messages_list, template, self.chat_params(logprobs),
+                          _extract_logprobs if logprobs else _extract_text)
+
+    def complete_many(self, messages_list: Sequence[Sequence[Mapping[str, str]]], *, template: JudgeTemplate,
+                      params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Chat completions with the caller's sampling ``params`` (e.g. temperature 1 for
+        paraphrases), through the same retries, cache, spend cap and accounting as the judges;
+        returns ``{"text", "finish_reason"}`` per message list, in order."""
+        return self._chat(messages_list, template, dict(params), _extract_text)
+
+    def _chat(self, messages_list: Sequence[Sequence[Mapping[str, str]]], template: JudgeTemplate,
+              params: dict[str, Any], extract: Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
         reqs = []
         for messages in messages_list:
             msgs = [dict(m) for m in messages]

@@ -9,7 +9,7 @@ prompt (``none``) and the condition's own training prompt (``train``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from . import toyworld as tw
 
@@ -99,6 +99,86 @@ def eval_context_prompts(setup: dict, cname: str, n: int, train_prompts: Sequenc
     """
     train = [train_prompts[i % len(train_prompts)] for i in range(n)] if train_prompts else [None] * n
     return {"default": [setup["eval_prompt"]] * n, "none": [None] * n, "train": train}
+
+
+REPHRASE_TEMPLATE = (
+    "Write {k} different paraphrases of the following instruction. Keep its meaning and its "
+    "second-person voice; vary the wording and the sentence structure. One paraphrase per line, "
+    "numbered, nothing else.\nInstruction: {prompt}\n(request {tag})")
+
+
+def paraphrase_key(text: str) -> str:
+    """What makes two paraphrases the same for de-duplication: case, punctuation, spacing and
+    word order ignored ("Always answer playfully." and "answer playfully, always!" are one)."""
+    import re
+
+    return " ".join(sorted(re.findall(r"[a-z0-9']+", text.lower())))
+
+
+def parse_numbered_lines(text: str) -> list[str]:
+    import re
+
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip().strip('"').strip()
+        if line:
+            out.append(line)
+    return out
+
+
+class LLMRephraser:
+    """Paraphrases of an inoculation prompt from an LLM behind a chat-completions endpoint (the
+    judge client: retries, cache, spend cap and key handling are the judges').
+
+    Requests ask for ``per_request`` paraphrases each, several in parallel; answers are split
+    into lines and de-duplicated (exact, and near: same words in any order, any case or
+    punctuation; the prompt itself excluded), and more rounds are requested until ``n`` distinct
+    ones are in hand or ``max_rounds`` pass. Every request differs by its ``(seed, round, i)``
+    tag, so cached answers make a re-run free and give the same list.
+    """
+
+    name = "llm"
+
+    def __init__(self, client: Any, per_request: int = 20, temperature: float = 1.0, max_rounds: int = 20,
+                 max_tokens: int = 2048):
+        self.client, self.per_request, self.temperature = client, per_request, temperature
+        self.max_rounds, self.max_tokens = max_rounds, max_tokens
+        self.stats = {"requests": 0, "lines": 0, "duplicates": 0}
+
+    def rephrase(self, prompt: str, n: int, seed: int) -> list[str]:
+        import math
+
+        from .judging import JudgeTemplate
+
+        template = JudgeTemplate("rephrase", REPHRASE_TEMPLATE)
+        kept: list[str] = []
+        seen = {paraphrase_key(prompt)}
+        for rnd in range(self.max_rounds):
+            missing = n - len(kept)
+            if missing <= 0:
+                break
+            # Ask for a quarter more than missing: some come back as duplicates.
+            n_requests = max(1, math.ceil(1.25 * missing / self.per_request))
+            messages = [[{"role": "user", "content": template.render(
+                k=str(self.per_request), prompt=prompt, tag=f"{seed}-{rnd}-{i}")}] for i in range(n_requests)]
+            outs = self.client.complete_many(messages, template=template,
+                                             params={"temperature": self.temperature, "max_tokens": self.max_tokens})
+            self.stats["requests"] += n_requests
+            for out in outs:
+                for line in parse_numbered_lines(out.get("text") or ""):
+                    self.stats["lines"] += 1
+                    key = paraphrase_key(line)
+                    if key in seen:
+                        self.stats["duplicates"] += 1
+                        continue
+                    seen.add(key)
+                    kept.append(line)
+        if len(kept) < n:
+            raise RuntimeError(f"the rephraser returned {len(kept)} distinct paraphrases of {prompt!r} in "
+                               f"{self.max_rounds} rounds ({self.stats['requests']} requests, "
+                               f"{self.stats['duplicates']} duplicates), fewer than n_rephrasings = {n}; lower "
+                               "n_rephrasings, or raise rephraser.max_rounds or its temperature")
+        return kept[:n]
 
 
 # ------------------------------------------------------------------------------------------

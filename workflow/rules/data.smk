@@ -39,6 +39,7 @@ rule rephrase:
     params:
         condition=condition_conf,
         target=lambda wc: setup_conf(wc)["conditions"][condition_conf(wc)["of"]],
+        rephraser=config.get("rephraser", {"kind": "toy"}),
     log:
         "logs/{setup}/{condition}/rephrase.log",
     conda:
