@@ -78,3 +78,16 @@ def test_no_lock_where_it_is_not_ours_to_take(fake_gpus, monkeypatch, case):
         n = 0
     with gpu.gpu_slot(n, share=share) as got:
         assert got is None
+
+
+def test_a_job_configured_for_a_gpu_fails_fast_without_one(monkeypatch, default_config):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = {**default_config, "resources": {"finetune": {"gpu": 1}}}
+    sname = next(iter(cfg["setups"]))
+    with pytest.raises(RuntimeError, match=r"configured for 1 GPU\(s\) \(resources\.finetune\.gpu \(setup "
+                                           r".*\) = 1\) but no CUDA GPU is available here.*set that key to 0"):
+        gpu.job_gpu_slot(cfg, "finetune", sname)
+    with gpu.job_gpu_slot(cfg, "generate", sname):  # the toy default asks for none: no check, no lock here
+        pass

@@ -101,5 +101,20 @@ def job_gpu_slot(config: dict, rule: str, setup: str | None = None) -> contextli
     on a machine with GPUs uses one), unless ``execution.share_gpus``."""
     from .config import rule_resources
 
-    n = max(1, int(rule_resources(config, rule, setup)["gpu"]))
-    return gpu_slot(n, share=bool(config.get("execution", {}).get("share_gpus", False)))
+    requested = int(rule_resources(config, rule, setup)["gpu"])
+    if requested > 0:
+        require_cuda(requested, f"resources.{rule}.gpu" + (f" (setup {setup})" if setup else ""))
+    return gpu_slot(max(1, requested), share=bool(config.get("execution", {}).get("share_gpus", False)))
+
+
+def require_cuda(n: int, key: str) -> None:
+    """Fail fast, before loading a model, when a job configured for GPUs runs where there is none
+    (a paper-scale rule started on a laptop or a CPU node)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    raise RuntimeError(f"this job is configured for {n} GPU(s) ({key} = {n}) but no CUDA GPU is available here"
+                       + (" (CUDA_VISIBLE_DEVICES is empty)" if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else "")
+                       + ". Run it on a GPU machine or through profiles/slurm on a GPU partition; for a CPU "
+                         "run, set that key to 0")
