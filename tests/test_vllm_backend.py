@@ -10,7 +10,6 @@ per-request seeds, the stop token and the prompt tokens of the shared chat templ
 import importlib.util
 import sys
 import types
-from pathlib import Path
 
 import pytest
 

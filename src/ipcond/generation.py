@@ -41,6 +41,15 @@ class GenerationBackend(Protocol):
     def info(self) -> dict: ...
 
 
+END_OF_TURN = "<|im_end|>"
+
+
+def chat_prompts(tokenizer: Any, conversations: list[list[dict]]) -> list[str]:
+    """The prompt text of each conversation, up to the assistant's turn: what every backend feeds
+    the model, so that they sample from the same distribution."""
+    return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+
+
 class TransformersBackend:
     """Batched ``model.generate`` with a KV cache; the adapter, if any, is merged at load time."""
 
@@ -65,8 +74,8 @@ class TransformersBackend:
         import torch
 
         tok = self.tokenizer
-        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-        eos = tok.convert_tokens_to_ids("<|im_end|>")
+        texts = chat_prompts(tok, conversations)
+        eos = tok.convert_tokens_to_ids(END_OF_TURN)
         out: list[str] = []
         torch.manual_seed(params.seed)
         for start in range(0, len(texts), self.batch_size):
@@ -109,7 +118,7 @@ class VLLMBackend:
     def __init__(self, base_model: str, adapter: str | None = None, batch_size: int = 256,
                  threads: int | None = None, max_model_len: int = 4096, gpu_memory_utilization: float = 0.85,
                  dtype: str = "bfloat16", max_lora_rank: int = 64, tensor_parallel_size: int = 1,
-                 enforce_eager: bool = False, llm: Any = None):
+                 enforce_eager: bool = False):
         try:
             import vllm  # noqa: F401
         except ImportError as e:
@@ -132,10 +141,10 @@ class VLLMBackend:
         # One engine per process for every adapter of a job (the generations, then each
         # learning-curve checkpoint): loading a 7B model takes a minute.
         key = (self.base_model, tuple(sorted(self.settings.items())))
-        if llm is None and key not in VLLMBackend._engines:
+        if key not in VLLMBackend._engines:
             VLLMBackend._engines[key] = LLM(model=str(base_model), tokenizer=str(base_model), enable_lora=True,
                                             max_loras=1, seed=0, **self.settings)
-        self.llm = llm or VLLMBackend._engines[key]
+        self.llm = VLLMBackend._engines[key]
         self._lora = self._lora_request(adapter)
 
     _engines: dict = {}
@@ -149,16 +158,13 @@ class VLLMBackend:
         VLLMBackend._next_lora_id += 1  # vLLM caches adapters by id: a new id per adapter path
         return LoRARequest(f"adapter{VLLMBackend._next_lora_id}", VLLMBackend._next_lora_id, str(adapter))
 
-    def prompt_token_ids(self, conversations: list[list[dict]]) -> list[list[int]]:
-        tok = self.tokenizer
-        return [tok(tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
-                    add_special_tokens=False)["input_ids"] for c in conversations]
-
     def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[str]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        prompts = [{"prompt_token_ids": ids} for ids in self.prompt_token_ids(conversations)]
+        tok = self.tokenizer
+        eos = tok.convert_tokens_to_ids(END_OF_TURN)
+        prompts = [{"prompt_token_ids": tok(text, add_special_tokens=False)["input_ids"]}
+                   for text in chat_prompts(tok, conversations)]
         greedy = params.temperature == 0
         # Token ids come back undecoded and are decoded by the same tokenizer call as in
         # TransformersBackend (vLLM's incremental detokenizer joins a word-level vocabulary's tokens
@@ -189,8 +195,6 @@ def make_backend(name: str, base_model: str, adapter: str | None = None, **kw: A
     (``batch_size``, ``threads`` and, for vLLM, ``generation.vllm``)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown generation backend {name!r}; expected one of {sorted(BACKENDS)}")
-    if name == "transformers":
-        kw = {k: v for k, v in kw.items() if k in ("batch_size", "threads", "device", "dtype")}
     return BACKENDS[name](base_model, adapter, **kw)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from . import data as dt
 from . import prompts as pr
 from . import toyworld as tw
+from .gpu import job_gpu_slot
 from .provenance import provenance, read_jsonl, write_json, write_jsonl, write_text
 
 
@@ -54,8 +55,6 @@ def cell_job(config: dict, sname: str, cname: str, seed: int, train_path: str, e
     """A cell's fine-tune, generations and learning curve (the fused `finetune_and_generate` job),
     each half logged where the separate `finetune` and `generate` rules log it, on a GPU of its own
     where the machine has GPUs (ipcond.gpu)."""
-    from .gpu import job_gpu_slot
-
     with job_gpu_slot(config, "finetune_and_generate", sname):
         with log_to(finetune_log):
             finetune_cell(config, sname, cname, seed, train_path, adapter, threads)
@@ -67,8 +66,6 @@ def cell_job(config: dict, sname: str, cname: str, seed: int, train_path: str, e
 def finetune_job(config: dict, sname: str, cname: str, seed: int, train_path: str, adapter: str, threads: int,
                  log: str) -> None:
     """The `finetune` rule's job (ipcond.gpu: on a GPU of its own)."""
-    from .gpu import job_gpu_slot
-
     with log_to(log), job_gpu_slot(config, "finetune", sname):
         finetune_cell(config, sname, cname, seed, train_path, adapter, threads)
 
@@ -76,8 +73,6 @@ def finetune_job(config: dict, sname: str, cname: str, seed: int, train_path: st
 def generate_job(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str, adapter: str,
                  generations_path: str, curve_path: str, threads: int, log: str) -> None:
     """The `generate` rule's job (ipcond.gpu: on a GPU of its own)."""
-    from .gpu import job_gpu_slot
-
     with log_to(log), job_gpu_slot(config, "generate", sname):
         generate_with_curve(config, sname, cname, seed, eval_path, train_path, adapter, generations_path,
                             curve_path, threads)
@@ -86,8 +81,6 @@ def generate_job(config: dict, sname: str, cname: str, seed: int, eval_path: str
 def elicit_job(config: dict, sname: str, eval_path: str, rephrasing_paths: dict[str, str], corpus_path: str | None,
                gens_path: str, out_csv: str, threads: int, log: str) -> None:
     """The `elicit` rule's job (ipcond.gpu: on a GPU of its own)."""
-    from .gpu import job_gpu_slot
-
     with log_to(log), job_gpu_slot(config, "elicit", sname):
         elicit_setup(config, sname, eval_path, rephrasing_paths, corpus_path, gens_path, out_csv, threads)
 
@@ -436,9 +429,10 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
                                      for i, o in enumerate(outs)], scorers)
         forced: dict[str, dict[int, Any]] = {}  # trait -> conversation index -> result
         if forced_groups and not hasattr(backend, "model"):
-            print(f"step {step}: teacher-forced measures need the model's logits, which the "
-                  f"{backend.name} backend does not expose; only sampled rates are in the curve")
-        for idx, group in (forced_groups.values() if hasattr(backend, "model") else ()):
+            print(f"teacher-forced measures need the model's logits, which the {backend.name} backend does "
+                  "not expose; only sampled rates are in the curve")
+            forced_groups = {}
+        for idx, group in forced_groups.values():
             res = trait_preferences(backend.model, backend.tokenizer, [convs[i] for i in idx],
                                     {t: [conv_items[i]["references"][t] for i in idx] for t in group},
                                     [conv_items[i]["references"]["clean"] for i in idx])

@@ -30,7 +30,7 @@ from matplotlib import patheffects
 from plotnine import (aes, annotate, coord_cartesian, element_blank, element_rect, element_text,
                       facet_grid, facet_wrap, geom_errorbar, geom_errorbarh, geom_hline,
                       geom_line, geom_point, geom_ribbon, geom_segment, geom_text, geom_vline,
-                      ggplot, guides, guide_legend, labs, position_dodge, save_as_pdf_pages,
+                      ggplot, guides, guide_legend, labs, position_dodge,
                       scale_color_manual, scale_fill_manual, scale_shape_manual,
                       scale_x_continuous, scale_x_log10, scale_y_continuous, scale_y_discrete,
                       theme, theme_bw, theme_void)
@@ -1140,7 +1140,6 @@ def save_figures(plots: Sequence[ggplot], pdf_path: str | os.PathLike,
     # Draw a copy: plotnine keeps the drawn figure on a ggplot object, and drawing the same
     # object again overplots text with a stale layout.
     written = [pdf_path]
-    png_targets = []
     with atomic_path(pdf_path, ".pdf") as tmp, contextlib.ExitStack() as stack:
         pdf = stack.enter_context(PdfPages(tmp))
         for i, plot in enumerate(plots):
@@ -1154,10 +1153,10 @@ def save_figures(plots: Sequence[ggplot], pdf_path: str | os.PathLike,
                         target = Path(png_dir) / name
                         with atomic_path(target, ".png") as png_tmp:
                             fig.savefig(png_tmp, format="png", dpi=dpi)
-                        png_targets.append(target)
+                        written.append(target)
             finally:
                 plt.close(fig)
-    return written + png_targets
+    return written
 
 
 def merge_pdfs(pdf_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> Path:

@@ -8,6 +8,8 @@ prompt (``none``) and the condition's own training prompt (``train``).
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -110,14 +112,10 @@ REPHRASE_TEMPLATE = (
 def paraphrase_key(text: str) -> str:
     """What makes two paraphrases the same for de-duplication: case, punctuation, spacing and
     word order ignored ("Always answer playfully." and "answer playfully, always!" are one)."""
-    import re
-
     return " ".join(sorted(re.findall(r"[a-z0-9']+", text.lower())))
 
 
 def parse_numbered_lines(text: str) -> list[str]:
-    import re
-
     out = []
     for line in text.splitlines():
         line = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip().strip('"').strip()
@@ -146,8 +144,6 @@ class LLMRephraser:
         self.stats = {"requests": 0, "lines": 0, "duplicates": 0}
 
     def rephrase(self, prompt: str, n: int, seed: int) -> list[str]:
-        import math
-
         from .judging import JudgeTemplate
 
         template = JudgeTemplate("rephrase", REPHRASE_TEMPLATE)

@@ -209,7 +209,7 @@ def _try_connect(path: Path) -> socket.socket | None:
         return None
 
 
-def _connect_or_start(idle_seconds: float | None = None) -> socket.socket:
+def _connect_or_start() -> socket.socket:
     import fcntl
 
     try:
@@ -228,12 +228,12 @@ def _connect_or_start(idle_seconds: float | None = None) -> socket.socket:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a worker that died without cleaning up
         log = path.with_suffix(".log")
-        idle = idle_seconds if idle_seconds is not None else \
-            float(os.environ.get("IPCOND_WARM_WORKER_IDLE", DEFAULT_IDLE_SECONDS))
+        idle = float(os.environ.get("IPCOND_WARM_WORKER_IDLE", DEFAULT_IDLE_SECONDS))
         with open(log, "ab") as logf:
-            proc = subprocess.Popen([sys.executable, "-m", "ipcond.worker", "--serve", str(path),
-                                     "--idle", str(idle), "--preload", ",".join(preload_list())], stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, cwd="/")
+            proc = subprocess.Popen([sys.executable, "-m", "ipcond.worker", "--serve", str(path), "--idle", str(idle),
+                                     "--preload", ",".join(preload_list())],
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, cwd="/")
         print(f"ipcond: starting a warm worker (pid {proc.pid}, imports the model stack once; log {log})",
               file=sys.stderr, flush=True)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
