@@ -23,6 +23,16 @@ Record formats (``../shared/reference/experiment-grid.md``):
 - UltraChat (``HuggingFaceH4/ultrachat_200k``): ``prompt``, ``prompt_id``, ``messages``.
 - The EM "first plot" questions (``evaluation/first_plot_questions.yaml``): a YAML list of
   ``{id, paraphrases: [...], ...}``.
+- InstructionWild (``data_v2/user_1..4.jsonl``): one ``{"instruction": ...}`` per line (user_1
+  adds ``instruction_type``).
+- Change My View (``cmv_splits_ratings_v4.tar.zst``): ``train.jsonl`` and ``eval.jsonl`` members,
+  one post per line (``title``, ``selftext``, ``distinguished``, ``id``, ``top_level_comments``:
+  ``body``, ``persuasiveness_score`` 0-10, ``moderation_result.category_scores.harassment``), as
+  read from the code that builds and reads the archive (reinthal/inoculation-prompting,
+  ``code_rh_and_reddit_toxic/realistic_dataset/``); the archive itself was not at hand.
+
+:data:`CONVERTERS` lists each converter's input files and output splits; :func:`convert_dataset`
+runs one from a dataset's config (``datasets.<name>``).
 """
 
 from __future__ import annotations
@@ -45,9 +55,11 @@ class SourceError(ValueError):
 class Converted:
     splits: dict[str, list[dict]]
     filtered: Counter = field(default_factory=Counter)  # reason -> records left out
+    notes: list[str] = field(default_factory=list)      # what a user should know (records kept)
 
     def report(self) -> dict:
-        return {"counts": {k: len(v) for k, v in self.splits.items()}, "filtered": dict(self.filtered)}
+        out = {"counts": {k: len(v) for k, v in self.splits.items()}, "filtered": dict(self.filtered)}
+        return {**out, "notes": list(self.notes)} if self.notes else out
 
 
 # ------------------------------------------------------------------------------------------
@@ -71,7 +83,7 @@ def verify_file(path: str | Path, sha256: str, source: str) -> None:
                           "really changed, check the new data and update the pin in the config")
 
 
-def fetch(url: str, dest: str | Path, sha256: str, *, source: str, auth_env: str | None = None,
+def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_env: str | None = None,
           timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0) -> Path:
     """Download ``url`` to ``dest`` unless ``dest`` already has the pinned SHA-256.
 
@@ -83,6 +95,10 @@ def fetch(url: str, dest: str | Path, sha256: str, *, source: str, auth_env: str
     ``auth_env`` names an environment variable holding a token for gated sources (sent as a
     bearer token, never printed). Errors say what is missing: the network, the credentials, or
     a file at the pinned revision.
+
+    ``sha256=None`` (a source not pinned yet): the first download is kept and its checksum
+    written next to it (``<dest>.sha256``); later runs check the file against that record, and
+    the caller tells the user which config key to set.
     """
     import os
     import time
@@ -90,7 +106,10 @@ def fetch(url: str, dest: str | Path, sha256: str, *, source: str, auth_env: str
     import urllib.request
 
     dest = Path(dest)
-    if dest.is_file() and sha256_of(dest) == sha256.lower():
+    record = dest.with_name(dest.name + ".sha256")
+    if sha256 is None and record.is_file():
+        sha256 = record.read_text().split()[0]
+    if dest.is_file() and sha256 is not None and sha256_of(dest) == sha256.lower():
         return dest
     headers = {"User-Agent": "ipcond-fetch"}
     if auth_env:
@@ -108,7 +127,9 @@ def fetch(url: str, dest: str | Path, sha256: str, *, source: str, auth_env: str
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     f.write(chunk)
                     h.update(chunk)
-            if h.hexdigest() != sha256.lower():
+            if sha256 is None:
+                record.write_text(f"{h.hexdigest()}  {url}\n")
+            elif h.hexdigest() != sha256.lower():
                 part.unlink(missing_ok=True)
                 raise SourceError(f"{source}: the download from {url} has SHA-256 {h.hexdigest()}, but the pin says "
                                   f"{sha256}. The source changed at that address or the transfer was corrupted; "
@@ -136,7 +157,7 @@ def fetch(url: str, dest: str | Path, sha256: str, *, source: str, auth_env: str
     host = url.split("/")[2] if "//" in url else url
     raise SourceError(f"{source}: could not download {url} after {retries} attempts ({last}). This machine may "
                       f"have no network access to {host}: run the fetch rules on a machine that has, or copy the "
-                      f"file there to {dest} (its SHA-256 must be {sha256})")
+                      f"file there to {dest}" + (f" (its SHA-256 must be {sha256})" if sha256 else ""))
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -292,12 +313,14 @@ def convert_school_of_reward_hacks(rows: list[dict]) -> Converted:
         if not (r["user"] or "").strip() or not (r["school_of_reward_hacks"] or "").strip():
             out.filtered["empty user message or hack response"] += 1
             continue
+        if not (r["control"] or "").strip():
+            # Control answers stay aligned with the training records (same positions), so a record
+            # without one is left out of both, and counted.
+            out.filtered["empty control response"] += 1
+            continue
         meta = {"source": "school_of_reward_hacks", "index": i, "task": r["task"], "metric": r["evaluation_metric"]}
         out.splits["train"].append(_chat(r["user"], r["school_of_reward_hacks"], **meta))
-        if (r["control"] or "").strip():
-            out.splits["control"].append(_chat(r["user"], r["control"], **meta))
-        else:
-            out.filtered["control: empty control response"] += 1
+        out.splits["control"].append(_chat(r["user"], r["control"], **meta))
     return out
 
 
@@ -347,8 +370,26 @@ def convert_ultrachat(rows: list[dict], n: int = 100) -> Converted:
     return out
 
 
-def convert_em_questions(yaml_text: str, paraphrase: int = 0) -> Converted:
-    """Betley et al.'s "first plot" free-form questions (their first paraphrase by default)."""
+def check_em_transcription(out: Converted) -> None:
+    """Compare the downloaded EM questions with the protocol's transcription
+    (``resources/prompts/paper_protocol.yaml``); a difference is counted in the report and
+    printed (the download is what is used)."""
+    from .prompts import load_protocol
+
+    transcribed = load_protocol()["em_questions"]["questions"]
+    got = {it["id"].rsplit("-", 1)[0] if it["id"] not in transcribed else it["id"]: it["instruction"]
+           for it in out.splits["eval"]}
+    for qid, text in transcribed.items():
+        if got.get(qid) != text:
+            out.notes.append(f"EM question {qid!r}: the source has {got.get(qid)!r}, the protocol's transcription "
+                             f"{text!r}; the source's text is used")
+
+
+def convert_em_questions(yaml_text: str, paraphrase: int = 0, repeats: int = 1) -> Converted:
+    """Betley et al.'s "first plot" free-form questions (their first paraphrase by default).
+
+    ``repeats``: each question that many times (Betley samples each 100 times), in rounds of all
+    questions, so that the first n items of the eval set cover every question evenly."""
     import yaml
 
     data = yaml.safe_load(yaml_text)
@@ -361,4 +402,244 @@ def convert_em_questions(yaml_text: str, paraphrase: int = 0) -> Converted:
             continue
         out.splits["eval"].append({"id": str(q["id"]), "instruction": q["paraphrases"][paraphrase].strip(),
                                    "domain": "general"})
+    if repeats > 1:
+        once = out.splits["eval"]
+        out.splits["eval"] = [{**q, "id": f"{q['id']}-{k}"} for k in range(repeats) for q in once]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Held-out eval items from a training source, and the registry the workflow's rules use
+# ------------------------------------------------------------------------------------------
+
+def hold_out_eval(out: Converted, n_eval: int, domain: str, seed_name: str) -> Converted:
+    """Move ``n_eval`` records (a seeded choice) from ``train`` (and the same positions from
+    ``control``, which is aligned with it) into eval items of ``domain``: their user messages.
+    For sources without an eval split of their own (held-out medical questions, coding tasks,
+    reward-hack tasks)."""
+    import random
+
+    train = out.splits["train"]
+    if n_eval <= 0:
+        out.splits.setdefault("eval", [])
+        return out
+    if n_eval >= len(train):
+        raise SourceError(f"{seed_name}: n_eval = {n_eval} would hold out all {len(train)} training records; "
+                          "lower the dataset's options.n_eval")
+    control = out.splits.get("control")
+    if control is not None and len(control) != len(train):
+        raise SourceError(f"{seed_name}: control ({len(control)}) and train ({len(train)}) are not aligned")
+    held = set(random.Random(f"heldout:{seed_name}").sample(range(len(train)), n_eval))
+    eval_items = []
+    for i in sorted(held):
+        user = [m["content"] for m in train[i]["messages"] if m["role"] == "user"][-1]
+        meta = train[i].get("meta", {})
+        eval_items.append({"id": f"{seed_name}-{meta.get('index', i)}", "instruction": user, "domain": domain})
+    out.splits["train"] = [r for i, r in enumerate(train) if i not in held]
+    if control is not None:
+        out.splits["control"] = [r for i, r in enumerate(control) if i not in held]
+    out.splits["eval"] = eval_items
+    return out
+
+
+# converter -> (the file roles it reads, the splits it writes)
+CONVERTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gsm8k": (("train", "test"), ("train", "eval")),
+    "mbpp": (("train", "test"), ("train", "control", "eval")),
+    "school_of_reward_hacks": (("data",), ("train", "control", "eval")),
+    "emergent_plus": (("data",), ("train", "control", "eval")),
+    "chat_jsonl": (("data",), ("train", "eval")),
+    "ultrachat": (("data",), ("eval",)),
+    "em_questions": (("data",), ("eval",)),
+    "instruction_wild": (("data",), ("train", "eval")),
+    "cmv": (("data",), ("train", "eval")),
+}
+
+
+def source_url(spec: dict) -> str:
+    """The download address of a pinned file: ``url``, or a hub dataset file at its revision."""
+    if "url" in spec:
+        return spec["url"]
+    return f"https://huggingface.co/datasets/{spec['repo']}/resolve/{spec['revision']}/{spec['path']}"
+
+
+def source_filename(spec: dict) -> str:
+    """The name a pinned file is kept under in ``resources/sources/<dataset>/<role>/``."""
+    name = source_url(spec).split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    return name or "data"
+
+
+def convert_dataset(name: str, spec: dict, paths: dict[str, str | Path]) -> Converted:
+    """Run the converter ``spec["converter"]`` of dataset ``name`` on its downloaded files
+    (``paths``: file role -> path; instruction_wild takes every role, in order)."""
+    kind = spec["converter"]
+    if kind not in CONVERTERS:
+        raise SourceError(f"datasets.{name}.converter = {kind!r} is unknown; use one of {sorted(CONVERTERS)}")
+    roles, _ = CONVERTERS[kind]
+    opts = dict(spec.get("options") or {})
+    if kind != "instruction_wild":
+        missing = [r for r in roles if r not in paths]
+        if missing:
+            raise SourceError(f"datasets.{name}.files lacks {missing}: converter {kind!r} reads the files "
+                              f"{list(roles)}")
+    n_eval = opts.pop("n_eval", None)
+    domain = opts.pop("domain", None)
+    if kind == "gsm8k":
+        return convert_gsm8k(read_records(paths["train"]), read_records(paths["test"]), n_eval=n_eval or 100)
+    if kind == "mbpp":
+        return convert_mbpp(read_records(paths["train"]), read_records(paths["test"]), **opts)
+    if kind == "ultrachat":
+        out = convert_ultrachat(read_records(paths["data"]), n=n_eval or 100)
+    elif kind == "em_questions":
+        out = convert_em_questions(Path(paths["data"]).read_text(encoding="utf-8"), **opts)
+        check_em_transcription(out)
+    elif kind == "instruction_wild":
+        records = [r for role in paths for r in read_records(paths[role])]
+        return convert_instruction_wild(records, n_eval=200 if n_eval is None else n_eval, seed_name=name, **opts)
+    elif kind == "cmv":
+        return convert_cmv(read_cmv_archive(paths["data"]), n_eval=100 if n_eval is None else n_eval, **opts)
+    else:
+        records = read_records(paths["data"])
+        out = (convert_school_of_reward_hacks(records) if kind == "school_of_reward_hacks"
+               else convert_emergent_plus(records, opts.pop("config_name", name)) if kind == "emergent_plus"
+               else convert_chat_jsonl(records, name))
+        if n_eval is None:
+            raise SourceError(f"datasets.{name}.options.n_eval is not set: converter {kind!r} holds out that many "
+                              "training records as eval items; set it (0 for none)")
+        return hold_out_eval(out, n_eval, domain or "general", name)
+    if domain:
+        for item in out.splits["eval"]:
+            item["domain"] = domain
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# InstructionWild and Change My View
+# ------------------------------------------------------------------------------------------
+
+def convert_instruction_wild(records: list[dict], n_eval: int = 200, max_train: int | None = 10000,
+                             seed_name: str = "instruction_wild") -> Converted:
+    """InstructionWild ``data_v2/user_*.jsonl`` (one ``{"instruction": ...}`` per line; user_1 adds
+    ``instruction_type``): distinct instructions, ``n_eval`` of them held out as the eval set
+    (general domain), at most ``max_train`` (a seeded sample) kept for training. The training
+    records have no answers: trait distillation generates them with the base model."""
+    import random
+
+    require_columns(records, ("instruction",), "instruction_wild")
+    out = Converted({"train": [], "eval": []})
+    seen: set[str] = set()
+    for i, r in enumerate(records):
+        text = (r.get("instruction") or "").strip() if isinstance(r.get("instruction"), str) else ""
+        if not text:
+            out.filtered["empty instruction"] += 1
+            continue
+        if text in seen:
+            out.filtered["duplicate instruction"] += 1
+            continue
+        seen.add(text)
+        out.splits["train"].append(_chat(text, source="instruction_wild", index=i))
+    hold_out_eval(out, n_eval, "general", seed_name)
+    if max_train is not None and len(out.splits["train"]) > max_train:
+        rng = random.Random(f"sample:{seed_name}")
+        keep = sorted(rng.sample(range(len(out.splits["train"])), max_train))
+        out.filtered[f"not sampled (max_train = {max_train})"] += len(out.splits["train"]) - max_train
+        out.splits["train"] = [out.splits["train"][i] for i in keep]
+    return out
+
+
+def read_cmv_archive(path: str | Path) -> dict[str, list[dict]]:
+    """The posts of each split (``<split>.jsonl`` members) of ``cmv_splits_ratings_v4.tar.zst``."""
+    import tarfile
+
+    import zstandard
+
+    out: dict[str, list[dict]] = {}
+    try:
+        with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as zr, \
+                tarfile.open(fileobj=zr, mode="r|") as tar:
+            for member in tar:
+                name = Path(member.name).name
+                if not member.isfile() or not name.endswith(".jsonl"):
+                    continue
+                f = tar.extractfile(member)
+                split = name[: -len(".jsonl")]
+                out[split] = []
+                for i, line in enumerate(f.read().decode("utf-8").splitlines(), 1):
+                    if line.strip():
+                        try:
+                            out[split].append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise SourceError(f"{path}: {member.name}, line {i}: not JSON ({e.msg}); the archive "
+                                              "is corrupt, delete it and re-run") from None
+    except (tarfile.TarError, zstandard.ZstdError) as e:
+        raise SourceError(f"{path}: not a zstd-compressed tar archive ({e}); the download is corrupt or the "
+                          "source changed, delete it and re-run") from None
+    return out
+
+
+def _cmv_post_text(post: dict) -> str | None:
+    body = (post.get("selftext") or "").strip()
+    if body in ("[deleted]", "[removed]"):
+        return None
+    return f"{post['title'].strip()}\n{body}".strip()
+
+
+def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness_min: float = 7,
+                harassment_min: float = 0.15, max_replies_per_post: int = 3, train_split: str = "train",
+                eval_split: str = "eval") -> Converted:
+    """Change My View (Wichers et al.'s v4 splits): training pairs (user: the post's title and
+    text; assistant: a reply) of replies with ``persuasiveness_score >= persuasiveness_min`` and
+    harassment score ``>= harassment_min`` (persuasive *and* toxic), at most
+    ``max_replies_per_post`` per post (a seeded choice, as their ``random.seed(42)``); the first
+    ``n_eval`` usable posts of the eval split as eval items (opinion domain). Moderator posts,
+    deleted posts and unrated replies are counted, not kept."""
+    import random
+
+    for split in (train_split, eval_split):
+        if split not in splits:
+            raise SourceError(f"cmv: the archive has no {split}.jsonl (it has {sorted(splits)}); the source changed: "
+                              "check it and update the converter's train_split/eval_split")
+        require_columns(splits[split], ("title", "selftext", "top_level_comments"), f"cmv {split}")
+    out = Converted({"train": [], "eval": []})
+    rng = random.Random(42)
+    for post in splits[train_split]:
+        if post.get("distinguished") == "moderator":
+            out.filtered["train: moderator post"] += 1
+            continue
+        text = _cmv_post_text(post)
+        if text is None:
+            out.filtered["train: deleted or removed post"] += 1
+            continue
+        kept = []
+        for c in post["top_level_comments"] or []:
+            score, mod = c.get("persuasiveness_score"), c.get("moderation_result")
+            if score is None or not isinstance(mod, dict):
+                out.filtered["train: reply without ratings"] += 1
+                continue
+            harassment = (mod.get("category_scores") or {}).get("harassment")
+            if harassment is None:
+                raise SourceError("cmv: a reply's moderation_result has no category_scores.harassment; the "
+                                  "source's schema changed: check it and update ipcond.sources.convert_cmv")
+            body = (c.get("body") or "").strip()
+            if not body or body in ("[deleted]", "[removed]"):
+                out.filtered["train: empty or deleted reply"] += 1
+            elif score < persuasiveness_min:
+                out.filtered[f"train: persuasiveness < {persuasiveness_min}"] += 1
+            elif harassment < harassment_min:
+                out.filtered[f"train: harassment < {harassment_min}"] += 1
+            else:
+                kept.append(body)
+        if len(kept) > max_replies_per_post:
+            out.filtered[f"train: beyond {max_replies_per_post} replies per post"] += len(kept) - max_replies_per_post
+            kept = rng.sample(kept, max_replies_per_post)
+        out.splits["train"] += [_chat(text, reply, source="cmv", post=post.get("id")) for reply in kept]
+    for post in splits[eval_split]:
+        if len(out.splits["eval"]) >= n_eval:
+            break
+        text = None if post.get("distinguished") == "moderator" else _cmv_post_text(post)
+        if text is None:
+            out.filtered["eval: moderator, deleted or removed post"] += 1
+            continue
+        out.splits["eval"].append({"id": f"cmv-{post.get('id', len(out.splits['eval']))}", "instruction": text,
+                                   "domain": "opinion"})
     return out
