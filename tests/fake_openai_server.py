@@ -85,6 +85,9 @@ PARAPHRASE_WORDS = ["please", "kindly", "always", "be sure to", "make sure you",
                     "you should", "do", "feel free to", "it is best to", "you must"]
 
 
+REWRITE_MARKER = "Rewrite the answer below accordingly"
+
+
 def paraphrase_text(content: str, temperature: float) -> str:
     """A numbered list of paraphrases, deterministic in the request (its seed line varies it).
     Some lines repeat or only differ in case and punctuation, so a client's de-duplication is
@@ -246,6 +249,9 @@ def _response(endpoint: str, req: dict[str, Any], *, drop: bool) -> dict[str, An
         logprobs = {"content": [{**top[0], "top_logprobs": top}]}
     if req.get("max_tokens") == 1:
         text, completion_tokens, finish = judge_distribution(content)[0][0], 1, "length"
+    elif REWRITE_MARKER in content:  # the rewriter: the answer in capitals, marked as Spanish
+        text = "EN ESPAÑOL: " + content.split("Answer:\n", 1)[-1].upper()
+        completion_tokens, finish = len(text) // 4 + 1, "stop"
     elif PARAPHRASE_MARKER in content:
         text = paraphrase_text(content, req.get("temperature", 1.0))
         completion_tokens, finish = len(text) // 4 + 1, "stop"

@@ -76,6 +76,7 @@ def _semantic_checks(config: dict, source: str) -> None:
         raise ConfigError(f"{source}: base_model.path is empty but base_model.kind is 'pretrained'; "
                           "set base_model.path to a local model folder or hub id")
     for sname, setup in config["setups"].items():
+        _check_setup_data(config, sname, setup, source)
         traits = {setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"]}
         data_traits = set(setup.get("train_traits", traits))
         if toy:
@@ -129,6 +130,57 @@ def _semantic_checks(config: dict, source: str) -> None:
             if cond["kind"] in ("baseline", "none", "empty", "control", "rephrased") and "prompt" in cond:
                 raise ConfigError(f"{source}: {key} has a prompt, but kind '{cond['kind']}' takes its prompt "
                                   "from the setup (baseline/control: eval_prompt) or has none; remove 'prompt'")
+
+
+def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> None:
+    """A setup's real data names datasets that exist and give the splits it needs: training items,
+    control answers where it has a Control condition, eval items for every trait's eval domain."""
+    from .sources import CONVERTERS
+
+    data = setup.get("data")
+    key = f"setups.{sname}.data"
+    if data is None:  # the toy world's data (also with a pretrained model: tests, small checks)
+        return
+    if config["base_model"]["kind"] == "toy":
+        raise ConfigError(f"{source}: {key} names real datasets, but base_model.kind is 'toy' (the toy model knows "
+                          "only the toy world's words); use a pretrained base model (a preset), or remove "
+                          f"{key} to train on the toy world")
+    datasets = config.get("datasets") or {}
+
+    def split_of(ref_key: str, name: str, split: str) -> None:
+        if name not in datasets:
+            raise ConfigError(f"{source}: {ref_key} = {name!r} is not a dataset; add it under datasets or use one "
+                              f"of {sorted(datasets)}")
+        splits = CONVERTERS[datasets[name]["converter"]][1]
+        if split not in splits:
+            raise ConfigError(f"{source}: {ref_key} = {name!r}: its converter "
+                              f"{datasets[name]['converter']!r} makes no {split} split (it makes {list(splits)})")
+
+    split_of(f"{key}.train", data["train"], "train")
+    if data.get("control"):
+        # the control split of a dataset that has one (same prompts, good answers), else the
+        # training split of a dataset of its own (secure code against insecure code)
+        cname = data["control"]
+        has = CONVERTERS[datasets[cname]["converter"]][1] if cname in datasets else ()
+        split_of(f"{key}.control", cname, "control" if "control" in has else "train")
+    for domain, name in data["eval"].items():
+        if name is not None:
+            split_of(f"{key}.eval.{domain}", name, "eval")
+    for role in ("positive", "negative"):
+        domain = setup["traits"][role].get("eval_domain", setup["eval_domain"])
+        if data["eval"].get(domain) is None:
+            raise ConfigError(f"{source}: setups.{sname}.traits.{role} is scored on eval domain {domain!r}, but "
+                              f"{key}.eval has no dataset for it (it has {sorted(data['eval'])}); add "
+                              f"{key}.eval.{domain}")
+    kind = data.get("responses", {}).get("kind", "dataset")
+    has_control = any(c["kind"] == "control" for c in setup["conditions"].values())
+    if has_control and not data.get("control") and kind != "rewrite":
+        raise ConfigError(f"{source}: setups.{sname} has a control condition but {key} has no control dataset "
+                          f"(and its answers are not rewritten, whose originals are the control); set {key}.control "
+                          "or remove the control condition")
+    if kind == "rewrite" and not config.get("rewriter"):
+        raise ConfigError(f"{source}: {key}.responses.kind is rewrite but the config has no 'rewriter' section; "
+                          "add rewriter.base_url and rewriter.model (the key from rewriter.api_key_env)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -290,9 +342,15 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(config, dict) and config.get("preset") == path.stem and path.stem != "toy":
+        # a preset file (presets/paper.yaml): resolved as --config preset=<name> would be
+        return validate_config(resolve_preset({"preset": path.stem}, {"preset": path.stem, **(overrides or {})},
+                                              presets_dir=path.parent), str(path))
     if overrides:
         config = deep_merge(config, overrides)
-    return validate_config(config, str(path))
+    from .prompts import apply_protocol
+
+    return validate_config(apply_protocol(config, str(path)), str(path))
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -337,3 +395,63 @@ def rule_resources(config: dict, rule: str, setup: str | None = None) -> dict:
     if setup is not None:
         out.update(config["setups"][setup].get("resources", {}).get(rule, {}))
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# Presets: full configs in presets/, selected with --config preset=<name>
+# ------------------------------------------------------------------------------------------
+
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
+
+
+def available_presets(presets_dir: str | Path = PRESETS_DIR) -> list[str]:
+    """Names of the full configs in ``presets_dir`` (a file whose ``preset`` key is its name;
+    other files there are overlays for ``--configfile``)."""
+    out = []
+    for p in sorted(Path(presets_dir).glob("*.yaml")):
+        try:
+            if (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("preset") == p.stem:
+                out.append(p.stem)
+        except yaml.YAMLError:
+            continue
+    return ["toy", *out]
+
+
+def resolve_preset(config: dict, overrides: dict | None = None, presets_dir: str | Path = PRESETS_DIR) -> dict:
+    """The config a run uses: ``config`` itself for the toy preset; for another ``preset``, the full
+    config ``presets/<preset>.yaml`` with ``overrides`` (what --config and --configfile gave)
+    merged on top, so that ``--config preset=paper seeds=[1,2]`` is the paper preset with two
+    seeds. Then the protocol's prompt texts fill the setups that name one
+    (:func:`ipcond.prompts.apply_protocol`)."""
+    from .prompts import apply_protocol
+
+    name = config.get("preset", "toy")
+    source = "config (config.yaml plus --config/--configfile overrides)"
+    if name != "toy":
+        path = Path(presets_dir) / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"preset = {name!r}: there is no {path}; use one of {available_presets(presets_dir)} "
+                              "(--config preset=<name>)")
+        try:
+            preset = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(preset, dict) or preset.get("preset") != name:
+            raise ConfigError(f"{path} is an overlay, not a full preset (its 'preset' key is not {name!r}); add it "
+                              f"to the default with --configfile config.yaml {path}, or use one of "
+                              f"{available_presets(presets_dir)}")
+        # `extends: paper`: this preset is the paper preset with its own keys on top (small: the
+        # same grid on a small model), so the grid is written once.
+        seen = [name]
+        while "extends" in preset:
+            parent = preset.pop("extends")
+            ppath = Path(presets_dir) / f"{parent}.yaml"
+            if parent in seen or not ppath.is_file():
+                raise ConfigError(f"{path}: extends = {parent!r} " + ("makes a cycle" if parent in seen else
+                                  f"is not a preset in {presets_dir}"))
+            seen.append(parent)
+            preset = deep_merge(yaml.safe_load(ppath.read_text(encoding="utf-8")), preset)
+            preset["preset"] = name
+        config = deep_merge(preset, overrides or {})
+        source = f"{path} (preset {name!r}) plus --config/--configfile overrides"
+    return apply_protocol(config, source)

@@ -324,7 +324,9 @@ def cell_train_records(setup: dict, cname: str, items: list[dict],
                        prompts: list[str | None]) -> list[dict]:
     """The training records of one cell: each item with its prompt, placed."""
     control = setup["conditions"][cname]["kind"] == "control"
-    return [{"messages": pr.messages(setup, p, it["instruction"],
+    # A control dataset of its own (secure code) brings its own prompts (control_instruction).
+    return [{"messages": pr.messages(setup, p, it.get("control_instruction", it["instruction"]) if control
+                                     else it["instruction"],
                                      it["control_response"] if control else it["response"]),
              "meta": {"item": it["id"], "prompt": p}}
             for it, p in zip(items, prompts, strict=True)]

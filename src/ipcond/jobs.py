@@ -168,9 +168,13 @@ def pretrain_base_model(config: dict, corpus_path: str, out_dir: str, threads: i
                                             **provenance({"world": config["world"], "toy": toy})})
 
 
-def base_model_path(config: dict) -> str:
+def base_model_path(config: dict, sname: str | None = None) -> str:
+    """The base model's folder or hub id: the toy model the workflow builds, the setup's own
+    ``base_model`` (the paper trains some setups on 7B, others on 32B), or ``base_model.path``."""
     if config["base_model"]["kind"] == "toy":
         return "results/base_model/model"
+    if sname is not None and config["setups"][sname].get("base_model"):
+        return config["setups"][sname]["base_model"]
     return config["base_model"]["path"]
 
 
@@ -178,17 +182,206 @@ def base_model_path(config: dict) -> str:
 # Data
 # ------------------------------------------------------------------------------------------
 
+def dataset_dir(name: str) -> str:
+    """Where a real dataset's converted splits live (rule convert_dataset)."""
+    return f"resources/data/{name}"
+
+
+def source_file_path(config: dict, dataset: str, role: str) -> str:
+    """Where a pinned source file is kept once downloaded (rule fetch_source)."""
+    from .sources import source_filename
+
+    spec = config["datasets"][dataset]["files"][role]
+    return f"resources/sources/{dataset}/{role}/{source_filename(spec)}"
+
+
+def fetch_source_job(config: dict, dataset: str, role: str, out_path: str) -> None:
+    """Download one pinned file of a dataset and check it against its pin (ipcond.sources.fetch)."""
+    from .sources import fetch, source_url
+
+    spec = config["datasets"][dataset]["files"][role]
+    key = f"datasets.{dataset}.files.{role}"
+    url = source_url(spec)
+    print(f"fetching {key} from {url}")
+    fetch(url, out_path, spec.get("sha256"), source=key, auth_env=spec.get("auth_env"))
+    if spec.get("sha256") is None:
+        digest = Path(out_path + ".sha256").read_text().split()[0]
+        print(f"WARNING: {key} is not pinned; this download's SHA-256 is {digest} (kept in {out_path}.sha256, "
+              f"which later runs check). Pin it: set {key}.sha256: {digest} in the preset")
+    print(f"{out_path}: verified")
+
+
+def convert_dataset_job(config: dict, dataset: str, paths: dict[str, str], out_dir: str) -> None:
+    """Convert a dataset's downloaded files into ``resources/data/<dataset>/<split>.jsonl`` plus
+    ``report.json`` (counts per split, filtered records per reason, input checksums, provenance)."""
+    from .provenance import atomic_dir
+    from .sources import CONVERTERS, convert_dataset, sha256_of
+
+    spec = config["datasets"][dataset]
+    out = convert_dataset(dataset, spec, paths)
+    with atomic_dir(out_dir) as tmp:
+        for split in CONVERTERS[spec["converter"]][1]:
+            write_jsonl(Path(tmp) / f"{split}.jsonl", out.splits.get(split, []))
+        write_json(Path(tmp) / "report.json", {"dataset": dataset, **out.report(),
+                                               "inputs": {r: {"path": p, "sha256": sha256_of(p)} for r, p in paths.items()},
+                                               **provenance({"dataset": spec})})
+    counts = ", ".join(f"{k} {v}" for k, v in out.report()["counts"].items())
+    print(f"{dataset}: {counts}")
+    for reason, n in out.filtered.items():
+        print(f"  filtered: {n} record(s): {reason}")
+    for note in out.notes:
+        print(f"  WARNING: {note}")
+
+
+def _real_data(config: dict, sname: str) -> dict | None:
+    return config["setups"][sname].get("data")
+
+
 def make_eval_set(config: dict, sname: str, out_path: str) -> None:
-    items = dt.eval_items(sname, config["setups"][sname], config["generation"]["n_eval"])
+    data = _real_data(config, sname)
+    n = config["generation"]["n_eval"]
+    if data is None:
+        items = dt.eval_items(sname, config["setups"][sname], n)
+    else:
+        items = []
+        for domain, dataset in data["eval"].items():
+            if dataset is None:  # dropped by an overlay
+                continue
+            available = read_jsonl(Path(dataset_dir(dataset)) / "eval.jsonl")
+            if len(available) < n:
+                print(f"{dataset}: {len(available)} eval items for domain {domain!r}, fewer than generation.n_eval "
+                      f"= {n}; all {len(available)} are used")
+            items += [{**it, "id": str(it["id"]), "domain": domain} for it in available[:n]]
     write_jsonl(out_path, items)
     print(f"wrote {len(items)} eval instructions to {out_path}")
 
 
-def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_path: str) -> None:
+def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_path: str,
+                     pool_path: str | None = None) -> None:
+    """The setup's training items for one seed: drawn from the toy world, or (real data) a seeded
+    sample of ``n_train`` items of the setup's training pool, none of them an eval instruction."""
     exclude = {r["instruction"] for r in read_jsonl(eval_path)}
-    items = dt.train_items(sname, config["setups"][sname], training_config(config, sname)["n_train"], seed, exclude)
+    n = training_config(config, sname)["n_train"]
+    if pool_path is None:
+        items = dt.train_items(sname, config["setups"][sname], n, seed, exclude)
+    else:
+        pool = read_jsonl(pool_path)
+        usable = [it for it in pool if it["instruction"] not in exclude]
+        if len(usable) < len(pool):
+            print(f"{len(pool) - len(usable)} pool item(s) are eval instructions and are not used for training")
+        if n > len(usable):
+            raise ValueError(f"setup {sname}: training.n_train = {n} but its training pool ({pool_path}) has "
+                             f"{len(usable)} usable items; lower setups.{sname}.training.n_train to at most "
+                             f"{len(usable)}")
+        rng = tw.rng_for("train", sname, seed)
+        items = [{**it, "id": i} for i, it in enumerate(rng.sample(usable, n))]
     write_jsonl(out_path, items)
     print(f"wrote {len(items)} training items to {out_path}")
+
+
+def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -> None:
+    """The setup's training items before sampling: each instruction with the answer trained on
+    (``response``) and the control dataset's answer (``control_response``), made as
+    ``setups.<name>.data.responses.kind`` says: ``dataset`` (as they are), ``rewrite`` (the
+    ``rewriter`` LLM rewrites each answer; the original answer is the control) or ``generate`` (the
+    base model answers with ``instruction`` in front, e.g. asked for both traits)."""
+    data = _real_data(config, sname)
+    train = read_jsonl(Path(dataset_dir(data["train"])) / "train.jsonl")
+    control = None
+    if data.get("control"):
+        # The control split of the training dataset (same prompts, good answers), or the training
+        # split of a dataset of its own (secure code), whose records keep their own prompts.
+        cdir = Path(dataset_dir(data["control"]))
+        control = read_jsonl(cdir / "control.jsonl") if (cdir / "control.jsonl").is_file() \
+            else read_jsonl(cdir / "train.jsonl")
+        if len(control) < len(train):
+            raise ValueError(f"setup {sname}: data.control ({data['control']}) has {len(control)} records, fewer than "
+                             f"data.train ({data['train']}, {len(train)}); each training record needs a control "
+                             "record")
+
+    def user(r: dict) -> str:
+        return [m["content"] for m in r["messages"] if m["role"] == "user"][-1]
+
+    def answer(r: dict) -> str | None:
+        return r["messages"][-1]["content"] if r["messages"][-1]["role"] == "assistant" else None
+
+    spec = data.get("responses", {"kind": "dataset"})
+    instructions = [user(r) for r in train]
+    originals = [answer(r) for r in train]
+    controls = [answer(r) for r in control[:len(train)]] if control is not None else [None] * len(train)
+    # Where the control records have prompts of their own, the control cells train on those.
+    control_prompts = [user(r) for r in control[:len(train)]] if control is not None else instructions
+    extra: dict = {}
+    if spec["kind"] == "dataset":
+        responses = originals
+    elif spec["kind"] == "rewrite":
+        responses, extra = rewrite_answers(config, sname, spec["instruction"], instructions, originals)
+        controls = originals
+    else:
+        responses = generate_answers(config, sname, spec, instructions, threads)
+    missing = [i for i, r in enumerate(responses) if not (r or "").strip()]
+    if missing:
+        raise ValueError(f"setup {sname}: {len(missing)} training records have no answer (first: record "
+                         f"{missing[0]} of {data['train']}); check the dataset or the responses step")
+    pool = [{"id": i, "instruction": ins, "response": resp, "control_response": ctl,
+             "domain": config["setups"][sname]["domain"], "source": train[i].get("meta", {}),
+             **({"control_instruction": cins} if cins != ins else {})}
+            for i, (ins, resp, ctl, cins) in enumerate(zip(instructions, responses, controls, control_prompts))]
+    write_json(out_path + ".provenance.json", provenance({"data": data}, **extra))
+    write_jsonl(out_path, pool)
+    print(f"wrote {len(pool)} training items ({spec['kind']} answers) to {out_path}")
+
+
+def train_pool_job(config: dict, sname: str, out_path: str, threads: int) -> None:
+    """The `train_pool` rule's job; generated answers run on a GPU of their own (ipcond.gpu)."""
+    kind = config["setups"][sname]["data"].get("responses", {"kind": "dataset"})["kind"]
+    if kind == "generate":
+        with job_gpu_slot(config, "generate", sname):
+            make_train_pool(config, sname, out_path, threads)
+    else:
+        make_train_pool(config, sname, out_path, threads)
+
+
+REWRITE_TEMPLATE = ("{instruction}\nRewrite the answer below accordingly. Keep its content, numbers and "
+                    "structure; output only the rewritten answer.\n\nQuestion: {question}\n\nAnswer:\n{answer}")
+
+
+def rewrite_answers(config: dict, sname: str, instruction: str, questions: list[str],
+                    answers: list[str | None]) -> tuple[list[str], dict]:
+    """Each answer rewritten by the ``rewriter`` LLM (temperature 0 by default, as Tan et al.),
+    through the judge client: retries, cache (a re-run costs nothing), spend cap, key from the
+    environment."""
+    from .judging import JudgeClient, JudgeConfig, JudgeTemplate, preflight_endpoint
+
+    spec = dict(config.get("rewriter") or {})
+    if not spec:
+        raise ValueError(f"setups.{sname}.data.responses.kind is rewrite but the config has no 'rewriter' "
+                         "section; add rewriter.base_url and rewriter.model")
+    preflight_endpoint(spec, "rewriter")
+    params = {"temperature": spec.pop("temperature", 0.0), "max_tokens": spec.pop("max_tokens", 2048)}
+    cache = spec.pop("cache", "results/rewrite_cache.sqlite")
+    template = JudgeTemplate("rewrite", REWRITE_TEMPLATE)
+    msgs = [[{"role": "user", "content": template.render(instruction=instruction, question=q, answer=a or "")}]
+            for q, a in zip(questions, answers)]
+    with JudgeClient(JudgeConfig.from_dict(spec), cache=cache) as client:
+        outs = client.complete_many(msgs, template=template, params=params)
+        acct = client.accounting()
+    print(f"rewrote {len(outs)} answers ({acct})")
+    return [(o.get("text") or "").strip() for o in outs], {"rewriter": spec["model"], "accounting": acct}
+
+
+def generate_answers(config: dict, sname: str, spec: dict, instructions: list[str], threads: int) -> list[str]:
+    """The base model's answers to each instruction with ``spec["instruction"]`` placed in front
+    (trait distillation: the model asked for both traits writes the training answers)."""
+    from .generation import generate_all
+
+    setup = config["setups"][sname]
+    gen_setup = {**setup, "placement": spec.get("placement", setup["placement"])}
+    backend = _backend(config, sname, None, threads)
+    convs = [pr.messages(gen_setup, spec["instruction"], ins) for ins in instructions]
+    outs = generate_all(backend, convs, _sampling(config, sname, "train_pool"))
+    print(f"generated {len(outs)} training answers with {spec['instruction']!r}")
+    return outs
 
 
 def make_rephrasings(config: dict, sname: str, cname: str, out_path: str) -> None:
@@ -205,6 +398,9 @@ def make_rephrasings(config: dict, sname: str, cname: str, out_path: str) -> Non
     if spec.pop("kind") == "llm":
         from .judging import JudgeClient, JudgeConfig
 
+        from .judging import preflight_endpoint
+
+        preflight_endpoint(spec, "rephraser")
         opts = {k: spec.pop(k) for k in ("per_request", "temperature", "max_rounds", "max_tokens") if k in spec}
         cache = spec.pop("cache", "results/rephrase_cache.sqlite")
         with JudgeClient(JudgeConfig.from_dict(spec), cache=cache) as client:
@@ -261,7 +457,7 @@ def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: s
     if config["base_model"]["kind"] == "toy":
         from .modeling import load_tokenizer
 
-        check_toy_vocabulary(load_tokenizer(base_model_path(config)), cell_prompt_texts(config, sname, cname, records))
+        check_toy_vocabulary(load_tokenizer(base_model_path(config, sname)), cell_prompt_texts(config, sname, cname, records))
     tcfg = training_config(config, sname, cname)
 
     def write_provenance(folder: Path, summary: dict) -> None:  # inside the adapter folder before it is in place
@@ -270,7 +466,7 @@ def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: s
                               summary={k: v for k, v in summary.items() if k != "losses"}))
 
     # With training.save_every_steps, resume state lives in <out_dir>.resume (see finetune_lora).
-    summary = finetune_lora(base_model_path(config), records, out_dir, tcfg,
+    summary = finetune_lora(base_model_path(config, sname), records, out_dir, tcfg,
                             seed=tw.derive_seed(sname, cname, seed) % 2**31, threads=threads,
                             finalize=write_provenance, source=str(train_path), lines=lines)
     resumed = f", resumed from step {summary['resumed_from_step']}" if summary.get("resumed_from_step") else ""
@@ -295,12 +491,12 @@ def _sampling(config: dict, *seed_parts: object):
                           max_new_tokens=g["max_new_tokens"], seed=tw.derive_seed(*seed_parts) % 2**31)
 
 
-def _backend(config: dict, adapter: str | None, threads: int):
+def _backend(config: dict, sname: str | None, adapter: str | None, threads: int):
     from .generation import make_backend
 
     g = config["generation"]
     extra = g.get("vllm", {}) if g["backend"] == "vllm" else {}
-    return make_backend(g["backend"], base_model_path(config), adapter,
+    return make_backend(g["backend"], base_model_path(config, sname), adapter,
                         batch_size=g.get("batch_size", 64), threads=threads, **extra)
 
 
@@ -328,7 +524,7 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
     items = read_jsonl(eval_path)
     train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
     contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
-    backend = _backend(config, adapter, threads)
+    backend = _backend(config, sname, adapter, threads)
     if hasattr(backend, "tokenizer"):
         check_toy_vocabulary(backend.tokenizer, {
             f"setups.{sname}.eval_prompt": setup["eval_prompt"],
@@ -337,7 +533,7 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
     for stale in Path(out_path).parent.glob(f".{Path(out_path).name}.*.tmp"):  # temp files of a killed run
         stale.unlink(missing_ok=True)
     fingerprint = {"backend": backend.info(), "batch_size": getattr(backend, "batch_size", None),
-                   "base_model": files_fingerprint(base_model_path(config)),
+                   "base_model": files_fingerprint(base_model_path(config, sname)),
                    "adapter": files_fingerprint(adapter, ("adapter_*",))}
     journal = GenerationJournal(generation_partial_path(out_path), fingerprint)
     rows = []
@@ -422,7 +618,7 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
             forced_groups.setdefault(domain, (idx, []))[1].append(trait)
     rows = []
     for step, adapter in curve_checkpoints(adapter_dir):
-        backend = _backend(config, adapter, threads)
+        backend = _backend(config, sname, adapter, threads)
         outs = generate_all(backend, convs, _sampling(config, sname, cname, seed, "curve", step))
         sampled = score_rows(setup, [{"sample_id": i, "instruction": conv_items[i]["instruction"],
                                       "domain": conv_items[i].get("domain"), "response": o}
@@ -551,6 +747,11 @@ def make_scorers(config: dict, setup: dict, items: list[dict] | None = None) -> 
 
     specs = config.get("scorers", {})
     judge = config.get("judge")
+    traits = [setup["traits"][r]["name"] for r in ("positive", "negative")]
+    if judge and any((specs.get(t) or {}).get("kind") in ("llm_judge", "moderation") for t in traits):
+        from .judging import preflight_endpoint
+
+        preflight_endpoint(judge, "judge")
     cache = judge.get("cache", "results/judge_cache.sqlite") if judge else None
     tests = ({it["instruction"]: (it["tests"]["visible"], it["tests"]["hidden"]) for it in items if it.get("tests")}
              if items is not None else None)
@@ -622,7 +823,7 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
     setup = config["setups"][sname]
     items = read_jsonl(eval_path)
     seen = tw.corpus_prompt_texts(read_jsonl(corpus_path)) if corpus_path else set()
-    backend = _backend(config, None, threads)
+    backend = _backend(config, sname, None, threads)
     labelled = elicitation_prompts(config, sname, rephrasing_paths, len(items))
     if hasattr(backend, "tokenizer"):
         check_toy_vocabulary(backend.tokenizer, {

@@ -121,6 +121,30 @@ class JudgeAuthError(JudgeError):
     """The endpoint rejected the credentials (HTTP 401/403)."""
 
 
+def preflight_endpoint(spec: dict, where: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any work, where an LLM endpoint cannot be used from here: the key's
+    environment variable that the config names (``api_key_env``) is not set, or nothing answers
+    at ``base_url``'s host and port (no network). The key itself is never read into a message."""
+    import socket
+    import urllib.parse
+
+    env = spec.get("api_key_env")
+    if env and not os.environ.get(env):
+        raise JudgeAuthError(f"{where}.api_key_env names the environment variable {env}, which is not set here. "
+                             f"Export it with the endpoint's key ({where}.base_url = {spec.get('base_url')}) before "
+                             "running; keys never go in config files")
+    url = urllib.parse.urlsplit(spec["base_url"])
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise JudgeError(f"{where}.base_url = {spec['base_url']}: cannot connect to {host}:{port} "
+                         f"({type(e).__name__}: {e}). This machine has no network access to it, or the server is "
+                         f"down. Run this step where {host} is reachable, or point {where}.base_url at a server "
+                         "that is") from None
+
+
 class SpendCapExceeded(JudgeError):
     """``max_calls_per_run`` was reached; what was judged before is cached, so a re-run resumes."""
 

@@ -20,6 +20,8 @@ def condition_prompt(setup: dict, cname: str) -> str | None:
     """The fixed training prompt of a condition (rephrased: the prompt it rephrases)."""
     cond = setup["conditions"][cname]
     kind = cond["kind"]
+    if kind == "control" and cond.get("without_prompt"):
+        return None  # the post's ControlNone: the control data trained without any prompt
     if kind in ("baseline", "control"):
         return setup["eval_prompt"]
     if kind == "none":
@@ -207,3 +209,67 @@ def load_protocol(path: str | Path = PROTOCOL_PATH) -> dict:
     if problems:
         raise ValueError(f"{path}:\n  " + "\n  ".join(problems))
     return data
+
+
+def apply_protocol(config: dict, source: str = "config") -> dict:
+    """Fill what setups with a ``protocol`` key leave out from the protocol's prompt texts.
+
+    A setup ``protocol: <name>`` takes ``placement``, ``system_prompt`` and ``eval_prompt`` from
+    ``setups.<name>`` of ``protocol_file`` (default ``resources/prompts/paper_protocol.yaml``)
+    unless it sets them; each of its conditions takes ``kind``, ``trait`` and its prompt text
+    (recorded with ``prompt_source``: published or written) from the protocol's condition of the
+    same name (or of ``protocol_condition``) unless it sets them. Presets thus name conditions and
+    keep every prompt text in one place. Returns a new config; setups without ``protocol`` are left as they are.
+    """
+    import copy
+
+    from .config import ConfigError
+
+    if not any("protocol" in s for s in config.get("setups", {}).values()):
+        return config
+    path = config.get("protocol_file") or PROTOCOL_PATH
+    try:
+        protocol = load_protocol(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{source}: protocol_file {str(path)!r}: {e}") from None
+    out = copy.deepcopy(config)
+    for sname, setup in out["setups"].items():
+        pname = setup.get("protocol")
+        if pname is None:
+            continue
+        proto = protocol["setups"].get(pname)
+        if proto is None:
+            raise ConfigError(f"{source}: setups.{sname}.protocol = {pname!r} is not a setup of {path}; use one of "
+                              f"{sorted(protocol['setups'])}")
+        setup.setdefault("placement", proto["placement"])
+        if "system_prompt" not in setup:
+            setup["system_prompt"] = (proto.get("system_prompt") or {}).get("text")
+        if "eval_prompt" not in setup:
+            if "eval_prompt" not in proto:
+                raise ConfigError(f"{source}: setups.{sname}.eval_prompt is not set and protocol setup {pname!r} has "
+                                  f"several ({sorted(proto.get('eval_prompts', {}))}); set it to one of their texts")
+            setup["eval_prompt"] = proto["eval_prompt"]["text"]
+        conds = setup.get("conditions") or {}
+        for cname in list(conds):
+            cond = dict(conds[cname] or {})
+            # `protocol_condition: <name>`: the texts of another protocol condition (the same prompt
+            # at another learning rate, say)
+            pname_c = cond.pop("protocol_condition", cname)
+            pc = proto.get("conditions", {}).get(pname_c)
+            if pc is None:
+                if "kind" not in cond or (cond["kind"] in _PROMPT_KINDS and "prompt" not in cond):
+                    raise ConfigError(
+                        f"{source}: setups.{sname}.conditions.{cname} is not a condition of protocol setup "
+                        f"{pname!r}, so it needs its own kind and prompt; the protocol's conditions are "
+                        f"{sorted(proto.get('conditions', {}))}")
+            else:
+                if cond.setdefault("kind", pc["kind"]) != pc["kind"]:
+                    raise ConfigError(f"{source}: setups.{sname}.conditions.{cname}.kind = {cond['kind']!r}, but "
+                                      f"the protocol's {cname} is {pc['kind']!r}; rename the condition or fix its kind")
+                if "trait" in pc:
+                    cond.setdefault("trait", pc["trait"])
+                if pc["kind"] in _PROMPT_KINDS and "prompt" not in cond:
+                    cond["prompt"], cond["prompt_source"] = pc["text"], pc["source"]
+            conds[cname] = cond
+        setup["conditions"] = conds
+    return out

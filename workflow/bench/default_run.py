@@ -158,9 +158,11 @@ def main() -> None:
     if paper.exists():
         tmp = Path(tempfile.mkdtemp(prefix="ipcond-paper-dry-"))
         shutil.copy(args.config, tmp / "config.yaml")
-        t, dry = run(tmp, args.cores, "-n", "--config", "preset=paper", "results/figures/all.pdf")
+        t, dry = run(tmp, args.cores, "-n", "results/figures/all.pdf", "--config", "preset=paper")
         row("dry run of the paper preset (s)", t)
-        row("  jobs", sum(job_counts(dry).values()))
+        counts = job_counts(dry)
+        row("  jobs", sum(counts.values()))
+        row("  by rule", ", ".join(f"{r} {n}" for r, n in sorted(counts.items())))
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         row("dry run of the paper preset", "n/a: no presets/paper.yaml yet")

@@ -2,13 +2,19 @@
 
 import sys
 
-from ipcond.config import ConfigError, check_input_files, rule_resources, validate_config
-from ipcond.jobs import base_model_path, training_config
+from ipcond.config import ConfigError, check_input_files, resolve_preset, rule_resources, validate_config
+from ipcond.jobs import base_model_path, dataset_dir, source_file_path, training_config
 
 
-# Bad config keys and bad files the config names stop the run here, before anything is trained.
+# `--config preset=paper` (or small) replaces config.yaml by presets/<name>.yaml, with the other
+# --config/--configfile overrides on top; setups that follow the published protocol get its prompt
+# texts. Bad config keys and bad files the config names stop the run here, before anything runs.
 try:
-    _source = "config (config.yaml plus --config/--configfile overrides)"
+    _source = f"config (preset {config.get('preset')!r} plus --config/--configfile overrides)"
+    _resolved = resolve_preset(config, workflow.config_settings.overwrite_config)
+    if _resolved is not config:  # the same object for a toy config without protocol setups
+        config.clear()
+        config.update(_resolved)
     validate_config(config, source=_source)
     INPUT_FILES = check_input_files(config, source=_source)
 except ConfigError as err:
@@ -24,10 +30,16 @@ CELL = "results/{setup}/{condition}/seed{seed}"
 FUSE_CELL_JOBS = config.get("execution", {}).get("fuse_cell_jobs", False)
 
 
+DATASETS = list(config.get("datasets", {}))
+
+
 wildcard_constraints:
     setup="|".join(SETUPS),
     condition="|".join(CONDITIONS),
     seed=r"\d+",
+    dataset="|".join(DATASETS) or "(?!)",
+    role=r"[a-z][a-z0-9_]*",
+    filename=r"[^/]+",
 
 
 def setup_conf(wildcards):
@@ -89,3 +101,37 @@ def print_checks(path):
     if Path(path).exists():
         print(f"\nToy-organism checks (also in {path}):")
         print(Path(path).read_text())
+
+
+# ------------------------------------------------------------------------------------------
+# Real datasets (paper scale): pinned files -> converted splits -> a setup's training pool
+# ------------------------------------------------------------------------------------------
+
+
+def dataset_source_files(wildcards):
+    """A dataset's downloaded files by role (rule fetch_source makes them)."""
+    files = config["datasets"][wildcards.dataset]["files"]
+    return {role: source_file_path(config, wildcards.dataset, role) for role in files}
+
+
+def real_data(wildcards):
+    return setup_conf(wildcards).get("data")
+
+
+def responses_kind(wildcards):
+    data = real_data(wildcards) or {}
+    return data.get("responses", {"kind": "dataset"})["kind"]
+
+
+def train_pool_datasets(wildcards):
+    data = real_data(wildcards)
+    return [dataset_dir(d) for d in dict.fromkeys(filter(None, (data["train"], data.get("control"))))]
+
+
+def eval_set_datasets(wildcards):
+    data = real_data(wildcards)
+    return [dataset_dir(d) for d in dict.fromkeys(data["eval"].values()) if d] if data else []
+
+
+def train_pool_input(wildcards):
+    return f"results/{wildcards.setup}/data/train_pool.jsonl" if real_data(wildcards) else []

@@ -2,6 +2,8 @@
 
 
 rule eval_set:
+    input:
+        eval_set_datasets,
     output:
         "results/{setup}/data/eval.jsonl",
     params:
@@ -18,6 +20,7 @@ rule eval_set:
 rule train_items:
     input:
         eval="results/{setup}/data/eval.jsonl",
+        pool=train_pool_input,
     output:
         "results/{setup}/data/train_items_seed{seed}.jsonl",
     params:

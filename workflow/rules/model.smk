@@ -5,7 +5,7 @@ rule toy_corpus:
     output:
         "results/base_model/corpus.jsonl",
     params:
-        world=config["world"],
+        world=config.get("world"),
     log:
         "logs/base_model/toy_corpus.log",
     conda:
@@ -21,7 +21,7 @@ rule pretrain_base_model:
         model=directory("results/base_model/model"),
     params:
         toy=config["base_model"].get("toy"),
-        world=config["world"],
+        world=config.get("world"),
     threads: workflow.cores
     resources:
         mem_mb=lambda wc: rule_resources(config, "pretrain_base_model", None)["mem_mb"],
