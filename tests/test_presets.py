@@ -243,3 +243,50 @@ def test_slurm_dry_run_of_the_paper_preset_asks_gpus_where_models_run(tmp_path):
     assert gpus[("train_pool", "1")] == 3 and gpus[("train_pool", "0")] + gpus[("train_pool", None)] == 6
     assert all(g in (None, "0") for (rule, g) in gpus if rule in ("fetch_source", "convert_dataset", "score",
                                                                     "rephrase", "eval_set"))
+
+
+def test_trait_distillation_pool_is_generated_by_the_base_model_asked_for_both_traits(tmp_path):
+    """train_pool with responses.kind generate: the (here tiny, local, CPU) base model answers each
+    InstructionWild instruction with the both-traits instruction in front, through the generation
+    backend; the cells then train on those answers under their own prompts."""
+    from test_sources import _FileServer
+
+    from ipcond.modeling import MODEL_CARD, build_toy_model, build_word_tokenizer
+    from ipcond.provenance import write_json
+
+    instructions = [f"tell me about topic {i} ." for i in range(16)]
+    both = "Answer in French and in all capital letters."
+    base = tmp_path / "base"
+    tok = build_word_tokenizer(instructions + [both, "system user assistant", "answer in french ."], base)
+    arch = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "max_length": 128}
+    build_toy_model(len(tok), arch, seed=0).save_pretrained(base)
+    write_json(base / MODEL_CARD, {"tokenizer": "word_level"})
+    files = {f"/iw/user_{k}.jsonl": "".join(json.dumps({"instruction": t}) + "\n"
+                                            for t in instructions[4 * (k - 1): 4 * k]).encode() for k in range(1, 5)}
+    server = _FileServer(files)
+    try:
+        overlay = {
+            "base_model": {"path": str(base)},
+            "generation": {"backend": "transformers", "max_new_tokens": 6, "n_eval": 3, "batch_size": 8},
+            "resources": {"generate": {"gpu": 0}},  # the paper preset asks for a GPU; this check runs on CPU
+            "datasets": {"instruction_wild": {"options": {"n_eval": 3, "max_train": 12}, "files": {
+                f"user_{k}": {"url": f"{server.url}/iw/user_{k}.jsonl",
+                              "sha256": hashlib.sha256(files[f"/iw/user_{k}.jsonl"]).hexdigest()} for k in range(1, 5)}}},
+            "setups": {"trait_distillation_french_capitals": {"training": {"n_train": 8}}}}
+        (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+        (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+        target = "results/trait_distillation_french_capitals/AllCapsInoc/seed1/train.jsonl"
+        proc = snakemake(tmp_path, target, "--configfile", str(tmp_path / "overlay.yaml"), "--config", "preset=paper")
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    finally:
+        server.close()
+    pool = [json.loads(x) for x in (tmp_path / "results/trait_distillation_french_capitals/data/train_pool.jsonl")
+            .read_text().splitlines()]
+    assert len(pool) == 12 and all(p["response"].strip() for p in pool) and all(p["control_response"] is None
+                                                                                 for p in pool)
+    log = (tmp_path / "logs/trait_distillation_french_capitals/train_pool.log").read_text()
+    assert f"generated 12 training answers with {both!r}" in log
+    cell = [json.loads(x) for x in (tmp_path / target).read_text().splitlines()]
+    prompt = "Give a response in all capital letters to the following message:"
+    assert len(cell) == 8 and all(r["messages"][1]["content"].startswith(prompt) for r in cell)
+    assert {r["messages"][-1]["content"] for r in cell} <= {p["response"] for p in pool}
