@@ -290,3 +290,9 @@ def test_trait_distillation_pool_is_generated_by_the_base_model_asked_for_both_t
     prompt = "Give a response in all capital letters to the following message:"
     assert len(cell) == 8 and all(r["messages"][1]["content"].startswith(prompt) for r in cell)
     assert {r["messages"][-1]["content"] for r in cell} <= {p["response"] for p in pool}
+
+
+def test_too_few_rephrasings_for_max_uses_stop_at_config_time():
+    with pytest.raises(ConfigError, match=r"SpanishInocRephrased: 7000 training examples need at least 3500 "
+                                          r"rephrasings at max_uses = 2, but n_rephrasings = 100"):
+        paper({"setups": {"spanish_caps": {"conditions": {"SpanishInocRephrased": {"n_rephrasings": 100}}}}})

@@ -116,6 +116,12 @@ def _semantic_checks(config: dict, source: str) -> None:
                             f"only {available} wordings of '{target['trait']}'; set it to at most {available}")
             setup_n_train = {**config["training"], **setup.get("training", {})}.get("n_train")
             cond_n_train = cond.get("training", {}).get("n_train")
+            if cond["kind"] == "rephrased" and cond.get("max_uses"):
+                need = cond_n_train or setup_n_train
+                if need and cond["n_rephrasings"] * cond["max_uses"] < need:
+                    raise ConfigError(f"{source}: {key}: {need} training examples need at least "
+                                      f"{-(-need // cond['max_uses'])} rephrasings at max_uses = {cond['max_uses']}, "
+                                      f"but n_rephrasings = {cond['n_rephrasings']}; raise n_rephrasings or max_uses")
             if cond_n_train is not None and setup_n_train is not None and cond_n_train > setup_n_train:
                 raise ConfigError(f"{source}: {key}.training.n_train = {cond_n_train} is more than the setup's "
                                   f"{setup_n_train} (a sweep's cells take a prefix of the setup's training items); "
