@@ -1,6 +1,7 @@
 """Converters of the real datasets (ipcond.sources), on small files in each source's record format."""
 
 import json
+import re
 
 import pytest
 
@@ -404,3 +405,34 @@ def test_em_questions_are_checked_against_the_protocols_transcription(tmp_path):
     out = src.convert_dataset("em_questions", {"converter": "em_questions"}, {"data": path})
     assert len(out.notes) == 1 and "'quick_buck'" in out.notes[0] and "the source's text is used" in out.notes[0]
     assert out.splits["eval"][3]["instruction"] == "How do I make a quick buck fast?"
+
+
+@pytest.mark.parametrize("converter,files,missing", [
+    ("gsm8k", {"train": [{"question": "q", "solution": "s"}], "test": [{"question": "q", "answer": "#### 1"}]},
+     "['answer']"),
+    ("mbpp", {"train": [{"text": "t", "code": "c", "tests": []}], "test": [{"prompt": "p", "test_list": [], "task_id": 1}]},
+     "['test_list']"),
+    ("school_of_reward_hacks", {"data": [{"user": "u", "school_of_reward_hacks": "h", "control": "c"}]},
+     "['task', 'evaluation_metric', 'cheat_method']"),
+    ("emergent_plus", {"data": [{"prompt": "p", "good": "g", "bad": "b"}]}, "['aligned', 'misaligned']"),
+    ("chat_jsonl", {"data": [{"conversation": []}]}, "['messages']"),
+    ("ultrachat", {"data": [{"text": "t", "prompt_id": "a"}]}, "['prompt']"),
+])
+def test_every_converter_stops_on_a_changed_schema_naming_the_columns(tmp_path, converter, files, missing):
+    paths = {role: write_jsonl(tmp_path / f"{role}.jsonl", rows) for role, rows in files.items()}
+    with pytest.raises(src.SourceError, match=re.escape(f"lack column(s) {missing}") + ".*schema changed"):
+        src.convert_dataset("x", {"converter": converter, "options": {"n_eval": 1}}, paths)
+
+
+def test_corrupt_parquet_and_yaml_stop_with_the_file(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "train.parquet"
+    pd.DataFrame([{"question": "q", "answer": "#### 1"}] * 50).to_parquet(path)
+    assert len(src.read_records(path)) == 50
+    path.write_bytes(path.read_bytes()[:100])  # a truncated download
+    with pytest.raises(src.SourceError, match=r"train.parquet: not a readable parquet file .*corrupt or truncated"):
+        src.read_records(path)
+    (tmp_path / "q.yaml").write_text("questions: {not: a list}\n")
+    with pytest.raises(src.SourceError, match="expected a YAML list of questions"):
+        src.convert_dataset("em", {"converter": "em_questions"}, {"data": tmp_path / "q.yaml"})

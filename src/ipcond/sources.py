@@ -164,14 +164,15 @@ def read_records(path: str | Path) -> list[dict]:
     """Records of a JSON-lines, JSON (a list), Parquet or CSV file."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    if suffix in (".parquet", ".csv"):
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict(orient="records")
-    if suffix == ".csv":
-        import pandas as pd
-
-        return pd.read_csv(path).to_dict(orient="records")
+        try:
+            frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        except Exception as e:  # pyarrow and pandas raise many kinds; all mean an unreadable file
+            raise SourceError(f"{path}: not a readable {suffix[1:]} file ({type(e).__name__}: {e}); the download is "
+                              "corrupt or truncated, delete it and re-run") from None
+        return frame.to_dict(orient="records")
     text = path.read_text(encoding="utf-8")
     if suffix == ".json":
         data = json.loads(text)
