@@ -148,8 +148,9 @@ def main() -> None:
         changed = {"setups": {sname: {"conditions": {cname: {**setup["conditions"][cname],
                                                               "prompt": setup["conditions"][cname]["prompt"] + " ."}}}}}
         (work / "config_changed.yaml").write_text(yaml.safe_dump(changed))
-        _, dry = run(work, args.cores, "-n", "--configfile", "config_changed.yaml", "results/figures/all.pdf",
-                     "results/checks.tsv")
+        # targets first: --configfile takes every word after it as another config file
+        _, dry = run(work, args.cores, "-n", "results/figures/all.pdf", "results/checks.tsv", "--configfile",
+                     "config_changed.yaml")
         counts = job_counts(dry)
         row(f"one-condition change ({sname}/{cname} prompt): jobs", sum(counts.values()))
         row("  by rule", ", ".join(f"{r} {n}" for r, n in sorted(counts.items())))
