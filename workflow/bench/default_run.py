@@ -120,6 +120,7 @@ def main() -> None:
 
     def row(name: str, value: object) -> None:
         rows.append((name, f"{value:.2f}" if isinstance(value, float) else str(value)))
+        print(f"  {name}: {rows[-1][1]}", file=sys.stderr, flush=True)  # as it comes: a later failure keeps it
 
     wall, log = run(work, args.cores, "results/figures/all.pdf", "results/checks.tsv")
     n_jobs = log.count("Finished jobid")
@@ -150,7 +151,7 @@ def main() -> None:
         (work / "config_changed.yaml").write_text(yaml.safe_dump(changed))
         # targets first: --configfile takes every word after it as another config file
         _, dry = run(work, args.cores, "-n", "results/figures/all.pdf", "results/checks.tsv", "--configfile",
-                     "config_changed.yaml")
+                     str(work / "config_changed.yaml"))
         counts = job_counts(dry)
         row(f"one-condition change ({sname}/{cname} prompt): jobs", sum(counts.values()))
         row("  by rule", ", ".join(f"{r} {n}" for r, n in sorted(counts.items())))
