@@ -296,3 +296,15 @@ def test_too_few_rephrasings_for_max_uses_stop_at_config_time():
     with pytest.raises(ConfigError, match=r"SpanishInocRephrased: 7000 training examples need at least 3500 "
                                           r"rephrasings at max_uses = 2, but n_rephrasings = 100"):
         paper({"setups": {"spanish_caps": {"conditions": {"SpanishInocRephrased": {"n_rephrasings": 100}}}}})
+
+
+def test_a_setups_sampling_overrides_generation_for_its_jobs_only():
+    from ipcond.jobs import _sampling
+
+    cfg = paper()
+    mbpp, spanish = _sampling(cfg, "mbpp", "Hack", 1, "default"), _sampling(cfg, "spanish_caps", "Hack", 1, "default")
+    assert mbpp.temperature == 0.5 and spanish.temperature == cfg["generation"]["temperature"] == 1.0
+    assert mbpp.max_new_tokens == spanish.max_new_tokens == cfg["generation"]["max_new_tokens"]
+    assert mbpp.seed != spanish.seed  # seeded by (setup, condition, seed, context)
+    with pytest.raises(ConfigError, match=r"sampling.*temp"):
+        paper({"setups": {"mbpp": {"sampling": {"temp": 0.5}}}})

@@ -483,10 +483,17 @@ def cell_prompt_texts(config: dict, sname: str, cname: str, records: list[dict])
     return out
 
 
-def _sampling(config: dict, *seed_parts: object):
+def sampling_config(config: dict, sname: str) -> dict:
+    """The generation section with the setup's ``sampling`` overrides (MBPP is sampled at
+    temperature 0.5 in the post, the other setups at 1)."""
+    return {**config["generation"], **config["setups"][sname].get("sampling", {})}
+
+
+def _sampling(config: dict, sname: str, *seed_parts: object):
     from .generation import SamplingParams
 
-    g = config["generation"]
+    g = sampling_config(config, sname)
+    seed_parts = (sname, *seed_parts)
     return SamplingParams(temperature=g["temperature"], top_p=g.get("top_p", 1.0),
                           max_new_tokens=g["max_new_tokens"], seed=tw.derive_seed(*seed_parts) % 2**31)
 
@@ -554,7 +561,7 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
             rows += [{"eval_context": ctx, "sample_id": it["id"], "domain": it.get("domain"), "prompt": p,
                       "instruction": it["instruction"], "response": o} for it, p, o in zip(items, prompts, outs)]
     # Provenance first: the output's presence implies its provenance's.
-    write_json(out_path + ".provenance.json", provenance({"generation": config["generation"]}, backend=backend.info(),
+    write_json(out_path + ".provenance.json", provenance({"generation": sampling_config(config, sname)}, backend=backend.info(),
                                                          resumed_batches=journal.n_reused))
     write_jsonl(out_path, rows)
     if not keep_partial:

@@ -20,6 +20,7 @@ if FUSE_CELL_JOBS:
         params:
             training=lambda wc: training_config(config, wc.setup, wc.condition),
             generation=config["generation"],
+            sampling=lambda wc: setup_conf(wc).get("sampling", {}),
             eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
             traits=lambda wc: setup_conf(wc)["traits"],
             scorers=config.get("scorers", {}),

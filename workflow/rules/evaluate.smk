@@ -16,6 +16,7 @@ if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
             curve=f"{CELL}/curve.csv",
         params:
             generation=config["generation"],
+            sampling=lambda wc: setup_conf(wc).get("sampling", {}),
             eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
             traits=lambda wc: setup_conf(wc)["traits"],
             scorers=config.get("scorers", {}),
@@ -64,7 +65,7 @@ rule elicit:
         generations="results/{setup}/elicitation/generations.jsonl",
         table="results/{setup}/elicitation.csv",
     params:
-        setup=setup_conf,
+        setup=setup_conf,  # with its sampling overrides
         generation=config["generation"],
     threads: config["generation"].get("threads", 1)
     resources:
