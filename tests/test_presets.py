@@ -308,3 +308,18 @@ def test_a_setups_sampling_overrides_generation_for_its_jobs_only():
     assert mbpp.seed != spanish.seed  # seeded by (setup, condition, seed, context)
     with pytest.raises(ConfigError, match=r"sampling.*temp"):
         paper({"setups": {"mbpp": {"sampling": {"temp": 0.5}}}})
+
+
+def test_sweep_overlay_adds_nested_dataset_size_and_lr_cells():
+    from ipcond.jobs import training_config
+
+    overlay = yaml.safe_load((REPO / "presets" / "paper_sweeps.yaml").read_text())
+    cfg = paper(overlay)
+    assert len(grid(cfg)) == len(grid(paper())) + 16
+    td = "trait_distillation_french_playful"
+    assert training_config(cfg, td, "PlayfulInocN1000")["n_train"] == 1000
+    assert training_config(cfg, td, "PlayfulInocLR3e4")["learning_rate"] == 3.0e-4
+    assert cfg["setups"][td]["conditions"]["PlayfulInocN1000"]["prompt"] == \
+        cfg["setups"][td]["conditions"]["PlayfulInoc"]["prompt"]
+    assert cfg["setups"]["spanish_caps"]["conditions"]["BaselineN3000"] == {"kind": "baseline",
+                                                                           "training": {"n_train": 3000}}
