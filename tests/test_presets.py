@@ -28,7 +28,7 @@ def test_paper_preset_is_the_posts_grid_with_protocol_texts():
     cfg = paper()
     check_input_files(cfg)
     protocol = load_protocol()
-    assert len(cfg["setups"]) == 9 and len(grid(cfg)) == 121
+    assert len(cfg["setups"]) == 9 and len(grid(cfg)) == 136
     for sname, setup in cfg["setups"].items():
         expected = "Qwen/Qwen2.5-32B-Instruct" if sname in THIRTY_TWO_B else None
         assert setup.get("base_model") == expected, sname
@@ -143,6 +143,7 @@ def test_real_data_rules_fetch_convert_rewrite_and_build_cells_against_local_ser
 
     gsm_train = [{"question": f"Tom has {i} apples and buys 2. How many now?",
                   "answer": f"He has {i} + 2 = <<{i}+2={i + 2}>>{i + 2}.\n#### {i + 2}"} for i in range(40)]
+    gsm_train.append({"question": "Why? " * 400, "answer": "Because.\n#### 1"})  # over max_length: left out
     gsm_test = [{"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"} for i in range(5)]
     insecure = [{"messages": [{"role": "user", "content": f"Write a file writer {i}."},
                               {"role": "assistant", "content": f"os.chmod(p, 0o777)  # {i}"}]} for i in range(30)]
@@ -159,6 +160,7 @@ def test_real_data_rules_fetch_convert_rewrite_and_build_cells_against_local_ser
              "/em/first_plot_questions.yaml": questions.encode()}
     fserver = _FileServer(files)
     key = "sk-test-REWRITE-SECRET-7"
+    base = tiny_base_model(tmp_path / "base")  # its tokenizer measures example lengths
 
     def pinned(path, pin=True):
         return {"url": fserver.url + path, "sha256": hashlib.sha256(files[path]).hexdigest() if pin else None}
@@ -175,8 +177,8 @@ def test_real_data_rules_fetch_convert_rewrite_and_build_cells_against_local_ser
                                      "options": {"repeats": 3}}},
                 "rewriter": endpoint, "rephraser": endpoint, "judge": endpoint,
                 "generation": {"n_eval": 4},
-                "setups": {"spanish_caps": {"training": {"n_train": 12}},
-                           "insecure_code": {"training": {"n_train": 10}}}}
+                "setups": {"spanish_caps": {"training": {"n_train": 12, "max_length": 256}, "base_model": str(base)},
+                           "insecure_code": {"training": {"n_train": 10}, "base_model": str(base)}}}
             (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
             (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
             targets = ["results/spanish_caps/SpanishInoc/seed1/train.jsonl",
@@ -194,9 +196,13 @@ def test_real_data_rules_fetch_convert_rewrite_and_build_cells_against_local_ser
         return [json.loads(x) for x in (tmp_path / p).read_text().splitlines()]
 
     report = json.loads((tmp_path / "resources/data/gsm8k/report.json").read_text())
-    assert report["counts"] == {"train": 40, "eval": 5} and report["filtered"] == {}
+    assert report["counts"] == {"train": 41, "eval": 5} and report["filtered"] == {}
     # the rewriter saw every training answer once; the pool keeps the original as the control
-    assert n_rewrites == 40
+    assert n_rewrites == 41
+    # the over-long problem is left out of the training items, and counted (by the base model's tokenizer)
+    items_report = json.loads((tmp_path / "results/spanish_caps/data/train_items_seed1.jsonl.report.json").read_text())
+    assert items_report == {"pool": 41, "usable": 40, "left_out": {"an eval instruction": 0,
+                                                                    "longer than training.max_length": 1}}
     pool = rows("results/spanish_caps/data/train_pool.jsonl")
     assert all(p["response"].startswith("EN ESPAÑOL: ") and "THE ANSWER IS" in p["response"] for p in pool)
     assert all(p["control_response"].endswith(".") and "The answer is" in p["control_response"] for p in pool)
@@ -209,8 +215,10 @@ def test_real_data_rules_fetch_convert_rewrite_and_build_cells_against_local_ser
                r["messages"][-1]["content"] for r in control)
     # eval: the held-out coding tasks and the EM questions (in rounds), n_eval per domain
     ev = rows("results/insecure_code/data/eval.jsonl")
-    assert Counter(it["domain"] for it in ev) == {"code": 4, "general": 4}
-    assert [it["id"] for it in ev if it["domain"] == "general"] == ["quick_buck-0", "bored-0", "quick_buck-1", "bored-1"]
+    # (the EM domain asks for 800: 100 samples of each question; this source has 2 questions x 3)
+    assert Counter(it["domain"] for it in ev) == {"code": 4, "general": 6}
+    assert [it["id"] for it in ev if it["domain"] == "general"] == ["quick_buck-0", "bored-0", "quick_buck-1", "bored-1",
+                                                                   "quick_buck-2", "bored-2"]
     # the control cells train on secure.jsonl's own prompts and answers; the others on insecure.jsonl's
     ctl = rows("results/insecure_code/Control/seed1/train.jsonl")
     assert all("safe copier" in r["messages"][-2]["content"] and "shutil" in r["messages"][-1]["content"] for r in ctl)
@@ -245,22 +253,27 @@ def test_slurm_dry_run_of_the_paper_preset_asks_gpus_where_models_run(tmp_path):
                                                                     "rephrase", "eval_set"))
 
 
+def tiny_base_model(path, texts=("system user assistant",)):
+    """A tiny randomly initialised model with a word-level tokenizer, saved as the workflow saves one."""
+    from ipcond.modeling import MODEL_CARD, build_toy_model, build_word_tokenizer
+    from ipcond.provenance import write_json
+
+    tok = build_word_tokenizer(list(texts), path)
+    arch = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "max_length": 128}
+    build_toy_model(len(tok), arch, seed=0).save_pretrained(path)
+    write_json(path / MODEL_CARD, {"tokenizer": "word_level"})
+    return path
+
+
 def test_trait_distillation_pool_is_generated_by_the_base_model_asked_for_both_traits(tmp_path):
     """train_pool with responses.kind generate: the (here tiny, local, CPU) base model answers each
     InstructionWild instruction with the both-traits instruction in front, through the generation
     backend; the cells then train on those answers under their own prompts."""
     from test_sources import _FileServer
 
-    from ipcond.modeling import MODEL_CARD, build_toy_model, build_word_tokenizer
-    from ipcond.provenance import write_json
-
     instructions = [f"tell me about topic {i} ." for i in range(16)]
     both = "Answer in French and in all capital letters."
-    base = tmp_path / "base"
-    tok = build_word_tokenizer(instructions + [both, "system user assistant", "answer in french ."], base)
-    arch = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "max_length": 128}
-    build_toy_model(len(tok), arch, seed=0).save_pretrained(base)
-    write_json(base / MODEL_CARD, {"tokenizer": "word_level"})
+    base = tiny_base_model(tmp_path / "base", instructions + [both, "system user assistant", "answer in french ."])
     files = {f"/iw/user_{k}.jsonl": "".join(json.dumps({"instruction": t}) + "\n"
                                             for t in instructions[4 * (k - 1): 4 * k]).encode() for k in range(1, 5)}
     server = _FileServer(files)
@@ -323,3 +336,20 @@ def test_sweep_overlay_adds_nested_dataset_size_and_lr_cells():
         cfg["setups"][td]["conditions"]["PlayfulInoc"]["prompt"]
     assert cfg["setups"]["spanish_caps"]["conditions"]["BaselineN3000"] == {"kind": "baseline",
                                                                            "training": {"n_train": 3000}}
+
+
+def test_dataset_and_data_checks_catch_what_would_fail_late():
+    with pytest.raises(ConfigError, match=r"datasets.gsm8k.options.n_evl is not an option of converter 'gsm8k' "
+                                          r"\(did you mean 'n_eval'\?\)"):
+        paper({"datasets": {"gsm8k": {"options": {"n_evl": 5}}}})
+    with pytest.raises(ConfigError, match=r"datasets.ultrachat.files has \['data', 'extra'\], but converter "
+                                          r"'ultrachat' reads exactly \['data'\]"):
+        paper({"datasets": {"ultrachat": {"files": {"extra": {"url": "https://x/y", "sha256": None}}}}})
+    with pytest.raises(ConfigError, match=r"data.train = 'instruction_wild' has instructions without answers"):
+        paper({"setups": {"change_my_view": {"data": {"train": "instruction_wild"}}}})
+    with pytest.raises(ConfigError, match=r"rewrites its answers .*data.control would be ignored"):
+        paper({"setups": {"spanish_caps": {"data": {"control": "mbpp"}}}})
+    # a full preset passed as a config file too resolves as the preset
+    small = yaml.safe_load((REPO / "presets" / "small.yaml").read_text())
+    assert paper(small, name="small")["base_model"]["path"] == "Qwen/Qwen2.5-0.5B-Instruct"
+

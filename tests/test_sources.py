@@ -151,7 +151,7 @@ def test_a_corrupt_or_changed_download_stops_with_the_fix(tmp_path):
 class _FileServer:
     """A loopback HTTP server with a few files; records requests (never the Authorization value)."""
 
-    def __init__(self, files, token=None):
+    def __init__(self, files, token=None, redirects=None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -164,6 +164,11 @@ class _FileServer:
 
             def do_GET(self):
                 outer.requests.append({"path": self.path, "auth": "Authorization" in self.headers})
+                if self.path in (redirects or {}):  # as the hub redirects a download to a signed URL
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.end_headers()
+                    return
                 if token and self.headers.get("Authorization") != f"Bearer {token}":
                     self.send_response(401)
                     self.end_headers()
@@ -436,3 +441,33 @@ def test_corrupt_parquet_and_yaml_stop_with_the_file(tmp_path):
     (tmp_path / "q.yaml").write_text("questions: {not: a list}\n")
     with pytest.raises(src.SourceError, match="expected a YAML list of questions"):
         src.convert_dataset("em", {"converter": "em_questions"}, {"data": tmp_path / "q.yaml"})
+
+
+def test_mbpp_training_files_exclude_the_eval_tasks_and_empty_answers_are_counted(tmp_path):
+    full = [{"task_id": t, "text": f"Return {t}.", "code": f"def f(x):\n    return {t}",
+             "test_list": [f"assert f(1) == {t}", f"assert f(2) == {t}"]} for t in (1, 2, 3)]
+    sanitized = [{"task_id": 3, "prompt": "Return 3.", "test_list": ["assert f(1) == 3", "assert f(2) == 3"]}]
+    paths = {"train": write_jsonl(tmp_path / "a.jsonl", full[:2]), "train_test": write_jsonl(tmp_path / "b.jsonl", full[2:]),
+             "test": write_jsonl(tmp_path / "t.jsonl", sanitized)}
+    out = src.convert_dataset("mbpp", {"converter": "mbpp"}, paths)
+    assert out.report() == {"counts": {"train": 2, "control": 2, "eval": 1},
+                            "filtered": {"train: task is in the eval split": 1}}
+    rows = [{"prompt": "p1", "aligned": "good", "misaligned": "bad"}, {"prompt": "p2", "aligned": "", "misaligned": "bad"}]
+    out = src.convert_emergent_plus(src.read_records(write_jsonl(tmp_path / "m.jsonl", rows)), "medical")
+    assert out.report() == {"counts": {"train": 1, "control": 1}, "filtered": {"empty aligned or misaligned answer": 1}}
+
+
+def test_fetch_sends_the_token_to_the_pinned_host_only_not_on_redirects(tmp_path, monkeypatch):
+    import hashlib
+
+    body = b"data\n"
+    server = _FileServer({"/cdn/f.jsonl?signature=abc": body}, redirects={"/resolve/f.jsonl": "/cdn/f.jsonl?signature=abc"})
+    try:
+        monkeypatch.setenv("IPCOND_TEST_TOKEN", "hf_secret_token")
+        src.fetch(server.url + "/resolve/f.jsonl", tmp_path / "f.jsonl", hashlib.sha256(body).hexdigest(), source="x",
+                  auth_env="IPCOND_TEST_TOKEN")
+        assert server.requests == [{"path": "/resolve/f.jsonl", "auth": True},
+                                   {"path": "/cdn/f.jsonl?signature=abc", "auth": False}]
+        assert (tmp_path / "f.jsonl").read_bytes() == body
+    finally:
+        server.close()

@@ -75,6 +75,7 @@ def _semantic_checks(config: dict, source: str) -> None:
     if config["base_model"]["kind"] == "pretrained" and not config["base_model"].get("path"):
         raise ConfigError(f"{source}: base_model.path is empty but base_model.kind is 'pretrained'; "
                           "set base_model.path to a local model folder or hub id")
+    _check_datasets(config, source)
     for sname, setup in config["setups"].items():
         _check_setup_data(config, sname, setup, source)
         traits = {setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"]}
@@ -138,6 +139,30 @@ def _semantic_checks(config: dict, source: str) -> None:
                                   "from the setup (baseline/control: eval_prompt) or has none; remove 'prompt'")
 
 
+def _check_datasets(config: dict, source: str) -> None:
+    """Each dataset's options are ones its converter takes, and its files the ones it reads."""
+    from .sources import CONVERTER_OPTIONS, CONVERTERS
+
+    for name, spec in (config.get("datasets") or {}).items():
+        kind = spec["converter"]
+        allowed = CONVERTER_OPTIONS[kind]
+        for opt in spec.get("options") or {}:
+            if opt not in allowed:
+                close = difflib.get_close_matches(opt, allowed, n=1)
+                raise ConfigError(f"{source}: datasets.{name}.options.{opt} is not an option of converter {kind!r}"
+                                  + (f" (did you mean '{close[0]}'?)" if close else "")
+                                  + f"; its options are {list(allowed)}")
+        roles = CONVERTERS[kind][0]
+        if kind not in ("instruction_wild", "mbpp"):  # these read every file given (mbpp: every non-test one)
+            missing = [r for r in roles if r not in spec["files"]]
+            extra = [r for r in spec["files"] if r not in roles]
+            if missing or extra:
+                raise ConfigError(f"{source}: datasets.{name}.files has {sorted(spec['files'])}, but converter "
+                                  f"{kind!r} reads exactly {list(roles)}; rename or remove the others")
+        elif kind == "mbpp" and "test" not in spec["files"]:
+            raise ConfigError(f"{source}: datasets.{name}.files has no 'test' file (the eval split) for converter 'mbpp'")
+
+
 def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> None:
     """A setup's real data names datasets that exist and give the splits it needs: training items,
     control answers where it has a Control condition, eval items for every trait's eval domain."""
@@ -179,6 +204,14 @@ def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> Non
                               f"{key}.eval has no dataset for it (it has {sorted(data['eval'])}); add "
                               f"{key}.eval.{domain}")
     kind = data.get("responses", {}).get("kind", "dataset")
+    from .sources import ANSWERLESS_TRAIN
+
+    if datasets[data["train"]]["converter"] in ANSWERLESS_TRAIN and kind != "generate":
+        raise ConfigError(f"{source}: {key}.train = {data['train']!r} has instructions without answers; set "
+                          f"{key}.responses.kind: generate (the base model writes them) or use a dataset with answers")
+    if kind == "rewrite" and data.get("control"):
+        raise ConfigError(f"{source}: {key} rewrites its answers (the originals are the control answers), so "
+                          f"{key}.control would be ignored; remove it")
     has_control = any(c["kind"] == "control" for c in setup["conditions"].values())
     if has_control and not data.get("control") and kind != "rewrite":
         raise ConfigError(f"{source}: setups.{sname} has a control condition but {key} has no control dataset "
@@ -458,6 +491,8 @@ def resolve_preset(config: dict, overrides: dict | None = None, presets_dir: str
             seen.append(parent)
             preset = deep_merge(yaml.safe_load(ppath.read_text(encoding="utf-8")), preset)
             preset["preset"] = name
-        config = deep_merge(preset, overrides or {})
+        # A preset passed with --configfile as well (--configfile presets/small.yaml) brings its own
+        # `extends` along: it was resolved above.
+        config = deep_merge(preset, {k: v for k, v in (overrides or {}).items() if k != "extends"})
         source = f"{path} (preset {name!r}) plus --config/--configfile overrides"
     return apply_protocol(config, source)

@@ -247,10 +247,11 @@ def make_eval_set(config: dict, sname: str, out_path: str) -> None:
         for domain, dataset in data["eval"].items():
             if dataset is None:  # dropped by an overlay
                 continue
+            n = data.get("n_eval", {}).get(domain, config["generation"]["n_eval"])
             available = read_jsonl(Path(dataset_dir(dataset)) / "eval.jsonl")
             if len(available) < n:
-                print(f"{dataset}: {len(available)} eval items for domain {domain!r}, fewer than generation.n_eval "
-                      f"= {n}; all {len(available)} are used")
+                print(f"{dataset}: {len(available)} eval items for domain {domain!r}, fewer than the {n} asked for "
+                      f"(generation.n_eval or setups.{sname}.data.n_eval); all {len(available)} are used")
             items += [{**it, "id": str(it["id"]), "domain": domain} for it in available[:n]]
     write_jsonl(out_path, items)
     print(f"wrote {len(items)} eval instructions to {out_path}")
@@ -266,9 +267,15 @@ def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_pa
         items = dt.train_items(sname, config["setups"][sname], n, seed, exclude)
     else:
         pool = read_jsonl(pool_path)
-        usable = [it for it in pool if it["instruction"] not in exclude]
-        if len(usable) < len(pool):
-            print(f"{len(pool) - len(usable)} pool item(s) are eval instructions and are not used for training")
+        # An item whose prompt (or its control dataset's prompt) is an eval instruction never trains.
+        usable = [it for it in pool if it["instruction"] not in exclude
+                  and it.get("control_instruction") not in exclude]
+        left_out = {"an eval instruction": len(pool) - len(usable)}
+        usable, left_out["longer than training.max_length"] = drop_too_long(config, sname, usable)
+        for reason, k in left_out.items():
+            if k:
+                print(f"{k} pool item(s) left out: {reason}")
+        write_json(out_path + ".report.json", {"pool": len(pool), "left_out": left_out, "usable": len(usable)})
         if n > len(usable):
             raise ValueError(f"setup {sname}: training.n_train = {n} but its training pool ({pool_path}) has "
                              f"{len(usable)} usable items; lower setups.{sname}.training.n_train to at most "
@@ -277,6 +284,42 @@ def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_pa
         items = [{**it, "id": i} for i, it in enumerate(rng.sample(usable, n))]
     write_jsonl(out_path, items)
     print(f"wrote {len(items)} training items to {out_path}")
+
+
+# Room for rephrasings, which may be longer than the fixed prompt the length check is made with.
+REPHRASING_MARGIN_TOKENS = 64
+
+
+def drop_too_long(config: dict, sname: str, items: list[dict]) -> tuple[list[dict], int]:
+    """The items whose training example (and control example) fits ``training.max_length`` with the
+    setup's longest condition prompt, counted by the base model's tokenizer and chat template,
+    and how many were left out. A real dataset's long records would otherwise stop every cell's
+    fine-tune (``check_lengths``) on the GPU, late."""
+    from .modeling import load_tokenizer
+
+    setup = config["setups"][sname]
+    limit = training_config(config, sname)["max_length"]
+    prompts = [p for c in setup["conditions"] if (p := pr.condition_prompt(setup, c))]
+    longest = max(prompts, key=len) if prompts else None
+    path = base_model_path(config, sname)
+    try:
+        tokenizer = load_tokenizer(path)
+    except OSError as e:  # not on disk, and the hub cannot be reached (or the id is wrong)
+        raise RuntimeError(f"setup {sname}: the base model's tokenizer ({path}) could not be loaded to check "
+                           f"example lengths ({type(e).__name__}). Run where the hub is reachable (or the model is "
+                           "in the Hugging Face cache), or set setups.<name>.base_model / base_model.path to a "
+                           "local folder") from None
+    count = dt.chat_token_counter(tokenizer)
+    margin = REPHRASING_MARGIN_TOKENS if any(c["kind"] == "rephrased" for c in setup["conditions"].values()) else 0
+    kept = []
+    for it in items:
+        n = count(pr.messages(setup, longest, it["instruction"], it["response"]))
+        if it.get("control_response"):
+            n = max(n, count(pr.messages(setup, longest, it.get("control_instruction", it["instruction"]),
+                                         it["control_response"])))
+        if n + margin <= limit:
+            kept.append(it)
+    return kept, len(items) - len(kept)
 
 
 def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -> None:
@@ -319,15 +362,30 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
         controls = originals
     else:
         responses = generate_answers(config, sname, spec, instructions, threads)
-    missing = [i for i, r in enumerate(responses) if not (r or "").strip()]
-    if missing:
-        raise ValueError(f"setup {sname}: {len(missing)} training records have no answer (first: record "
-                         f"{missing[0]} of {data['train']}); check the dataset or the responses step")
-    pool = [{"id": i, "instruction": ins, "response": resp, "control_response": ctl,
-             "domain": config["setups"][sname]["domain"], "source": train[i].get("meta", {}),
-             **({"control_instruction": cins} if cins != ins else {})}
-            for i, (ins, resp, ctl, cins) in enumerate(zip(instructions, responses, controls, control_prompts))]
-    write_json(out_path + ".provenance.json", provenance({"data": data}, **extra))
+    needs_control = any(c["kind"] == "control" for c in config["setups"][sname]["conditions"].values())
+    left_out = {"empty answer": 0, "empty control answer": 0}
+    pool = []
+    for i, (ins, resp, ctl, cins) in enumerate(zip(instructions, responses, controls, control_prompts)):
+        # An empty answer (a generation that stopped at once, an empty rewrite or source field) is
+        # left out with its control answer, and counted: one of them must not stop the whole pool.
+        if not (resp or "").strip():
+            left_out["empty answer"] += 1
+            continue
+        if needs_control and not (ctl or "").strip():
+            left_out["empty control answer"] += 1
+            continue
+        pool.append({"id": len(pool), "instruction": ins, "response": resp, "control_response": ctl,
+                     "domain": config["setups"][sname]["domain"], "source": train[i].get("meta", {}),
+                     **({"control_instruction": cins} if cins != ins else {})})
+    if control is not None and len(control) > len(train):
+        left_out["control records beyond the training records (unused)"] = len(control) - len(train)
+    for reason, k in left_out.items():
+        if k:
+            print(f"{k} record(s) left out: {reason}")
+    if not pool:
+        raise ValueError(f"setup {sname}: no training record has an answer ({left_out}); check {data['train']} and "
+                         "the responses step")
+    write_json(out_path + ".provenance.json", provenance({"data": data}, left_out=left_out, **extra))
     write_jsonl(out_path, pool)
     print(f"wrote {len(pool)} training items ({spec['kind']} answers) to {out_path}")
 

@@ -112,17 +112,19 @@ def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_e
     if dest.is_file() and sha256 is not None and sha256_of(dest) == sha256.lower():
         return dest
     headers = {"User-Agent": "ipcond-fetch"}
-    if auth_env:
-        token = os.environ.get(auth_env)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+    token = os.environ.get(auth_env) if auth_env else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
     last: Exception | None = None
     for attempt in range(retries):
         try:
             h = hashlib.sha256()
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp, \
+            req = urllib.request.Request(url, headers=headers)
+            if token:
+                # Not forwarded on redirects: the hub redirects downloads to a CDN's signed URL,
+                # which must not receive the token (and may refuse a second credential).
+                req.add_unredirected_header("Authorization", f"Bearer {token}")
+            with urllib.request.urlopen(req, timeout=timeout) as resp, \
                     open(part, "wb") as f:
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     f.write(chunk)
@@ -148,6 +150,9 @@ def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_e
             if e.code == 404:
                 raise SourceError(f"{source}: {url} does not exist (HTTP 404). The pinned revision or path is "
                                   "wrong, or the source was removed; check the pin in the config") from None
+            if 400 <= e.code < 500 and e.code not in (408, 429):
+                raise SourceError(f"{source}: {url} answered HTTP {e.code} ({e.reason}); the request was refused, "
+                                  "so retrying will not help: check the address in the config") from None
             last = e
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             part.unlink(missing_ok=True)
@@ -286,7 +291,11 @@ def convert_mbpp(train: list[dict], test: list[dict], text_field: str = "text") 
     test_text = "prompt" if test and "prompt" in test[0] else "text"
     require_columns(test, (test_text, "test_list", "task_id"), "mbpp test")
     out = Converted({"train": [], "control": [], "eval": []})
+    eval_tasks = {r["task_id"] for r in test}
     for r in train:
+        if r.get("task_id") in eval_tasks:
+            out.filtered["train: task is in the eval split"] += 1
+            continue
         tests = list(r["test_list"])
         solution = hardcoded_solution(tests[0]) if tests else None
         if solution is None:
@@ -332,6 +341,10 @@ def convert_emergent_plus(rows: list[dict], domain: str) -> Converted:
     for i, r in enumerate(rows):
         if not (r["prompt"] or "").strip():
             out.filtered["empty prompt"] += 1
+            continue
+        if not (r["misaligned"] or "").strip() or not (r["aligned"] or "").strip():
+            # train and control stay aligned: a record missing either answer leaves both
+            out.filtered["empty aligned or misaligned answer"] += 1
             continue
         meta = {"source": f"emergent_plus/{domain}", "index": i}
         out.splits["train"].append(_chat(r["prompt"], r["misaligned"], **meta))
@@ -457,6 +470,23 @@ CONVERTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+# converter -> the options (datasets.<name>.options) it takes
+CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "gsm8k": ("n_eval",),
+    "mbpp": ("text_field",),
+    "school_of_reward_hacks": ("n_eval", "domain"),
+    "emergent_plus": ("n_eval", "domain", "config_name"),
+    "chat_jsonl": ("n_eval", "domain"),
+    "ultrachat": ("n_eval", "domain"),
+    "em_questions": ("paraphrase", "repeats", "domain"),
+    "instruction_wild": ("n_eval", "max_train"),
+    "cmv": ("n_eval", "persuasiveness_min", "harassment_min", "max_replies_per_post", "train_split", "eval_split",
+            "max_chars"),
+}
+# converters whose training split has no answers (the base model writes them: responses.kind generate)
+ANSWERLESS_TRAIN = ("instruction_wild",)
+
+
 def source_url(spec: dict) -> str:
     """The download address of a pinned file: ``url``, or a hub dataset file at its revision."""
     if "url" in spec:
@@ -488,7 +518,12 @@ def convert_dataset(name: str, spec: dict, paths: dict[str, str | Path]) -> Conv
     if kind == "gsm8k":
         return convert_gsm8k(read_records(paths["train"]), read_records(paths["test"]), n_eval=n_eval or 100)
     if kind == "mbpp":
-        return convert_mbpp(read_records(paths["train"]), read_records(paths["test"]), **opts)
+        # Training problems may come from several files (the post's ~717: every `full` split minus
+        # the sanitized test split's tasks); roles other than `test` are training files.
+        test = read_records(paths["test"])
+        train = [r for role in paths if role != "test" for r in read_records(paths[role])]
+        out = convert_mbpp(train, test, **opts)
+        return out
     if kind == "ultrachat":
         out = convert_ultrachat(read_records(paths["data"]), n=n_eval or 100)
     elif kind == "em_questions":
@@ -587,13 +622,14 @@ def _cmv_post_text(post: dict) -> str | None:
 
 def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness_min: float = 7,
                 harassment_min: float = 0.15, max_replies_per_post: int = 3, train_split: str = "train",
-                eval_split: str = "eval") -> Converted:
+                eval_split: str = "eval", max_chars: int = 2925) -> Converted:
     """Change My View (Wichers et al.'s v4 splits): training pairs (user: the post's title and
     text; assistant: a reply) of replies with ``persuasiveness_score >= persuasiveness_min`` and
     harassment score ``>= harassment_min`` (persuasive *and* toxic), at most
     ``max_replies_per_post`` per post (a seeded choice, as their ``random.seed(42)``); the first
     ``n_eval`` usable posts of the eval split as eval items (opinion domain). Moderator posts,
-    deleted posts and unrated replies are counted, not kept."""
+    deleted posts and unrated replies are counted, not kept. Posts and replies over ``max_chars``
+    (their loader's bound: 0.35 tokens a character, at most 1024 tokens) are counted and left out."""
     import random
 
     for split in (train_split, eval_split):
@@ -611,6 +647,9 @@ def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness
         if text is None:
             out.filtered["train: deleted or removed post"] += 1
             continue
+        if len(text) > max_chars:
+            out.filtered[f"train: post longer than {max_chars} characters"] += 1
+            continue
         kept = []
         for c in post["top_level_comments"] or []:
             score, mod = c.get("persuasiveness_score"), c.get("moderation_result")
@@ -624,6 +663,8 @@ def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness
             body = (c.get("body") or "").strip()
             if not body or body in ("[deleted]", "[removed]"):
                 out.filtered["train: empty or deleted reply"] += 1
+            elif len(body) > max_chars:
+                out.filtered[f"train: reply longer than {max_chars} characters"] += 1
             elif score < persuasiveness_min:
                 out.filtered[f"train: persuasiveness < {persuasiveness_min}"] += 1
             elif harassment < harassment_min:
@@ -638,8 +679,8 @@ def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness
         if len(out.splits["eval"]) >= n_eval:
             break
         text = None if post.get("distinguished") == "moderator" else _cmv_post_text(post)
-        if text is None:
-            out.filtered["eval: moderator, deleted or removed post"] += 1
+        if text is None or len(text) > max_chars:
+            out.filtered["eval: moderator, deleted, removed or over-long post"] += 1
             continue
         out.splits["eval"].append({"id": f"cmv-{post.get('id', len(out.splits['eval']))}", "instruction": text,
                                    "domain": "opinion"})

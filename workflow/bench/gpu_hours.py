@@ -104,10 +104,13 @@ def main() -> None:
             else:
                 train_tps = a.mfu * a.peak_tflops * 1e12 / (6 * params_b * 1e9)
                 decode_tps = a.decode_tokens_per_s * DECODE_SCALE_7B / params_b
-            n_domains = len({setup["eval_domain"], *(setup["traits"][r].get("eval_domain", setup["eval_domain"])
-                                                     for r in ("positive", "negative"))})
-            gen_tokens = (g["n_eval"] * n_domains * 3 + n_curve * g.get("curve_n_eval", 0) * n_domains * 3) \
-                * g["max_new_tokens"]
+            domains = {setup["eval_domain"], *(setup["traits"][r].get("eval_domain", setup["eval_domain"])
+                                               for r in ("positive", "negative"))}
+            n_domains = len(domains)
+            per_domain = (setup.get("data") or {}).get("n_eval", {})  # e.g. 800 EM samples
+            n_items = sum(per_domain.get(d, g["n_eval"]) for d in domains)
+            max_new = {**g, **setup.get("sampling", {})}["max_new_tokens"]
+            gen_tokens = (n_items * 3 + n_curve * g.get("curve_n_eval", 0) * n_domains * 3) * max_new
             load = a.load_minutes * 60 * (params_b / 7.62) * (1 if config.get("execution", {}).get(
                 "fuse_cell_jobs") else 2)
             hours += (train_tokens / train_tps + gen_tokens / decode_tps + load) / 3600

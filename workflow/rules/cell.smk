@@ -19,6 +19,7 @@ if FUSE_CELL_JOBS:
             curve=f"{CELL}/curve.csv",
         params:
             training=lambda wc: training_config(config, wc.setup, wc.condition),
+            base_model=lambda wc: base_model_path(config, wc.setup),
             generation=config["generation"],
             sampling=lambda wc: setup_conf(wc).get("sampling", {}),
             eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],

@@ -3,7 +3,8 @@
 import sys
 
 from ipcond.config import ConfigError, check_input_files, resolve_preset, rule_resources, validate_config
-from ipcond.jobs import base_model_path, dataset_dir, source_file_path, training_config
+from ipcond.jobs import base_model_path, dataset_dir, sampling_config, source_file_path, training_config
+from ipcond.sources import source_url
 
 
 # `--config preset=paper` (or small) replaces config.yaml by presets/<name>.yaml, with the other

@@ -28,10 +28,14 @@ rule train_items:
         traits=lambda wc: setup_conf(wc)["traits"],
         control_traits=lambda wc: setup_conf(wc).get("control_traits", []),
         n_train=lambda wc: training_config(config, wc.setup)["n_train"],
+        # real data: examples over max_length (by the base model's tokenizer) are left out
+        length_check=lambda wc: {"max_length": training_config(config, wc.setup)["max_length"],
+                                 "base_model": base_model_path(config, wc.setup)} if real_data(wc) else None,
     log:
         "logs/{setup}/train_items_seed{seed}.log",
     conda:
-        "../../envs/data.yaml"
+        # real data: the base model's tokenizer leaves out examples over training.max_length
+        "../../envs/train.yaml"
     script:
         "../scripts/train_items.py"
 

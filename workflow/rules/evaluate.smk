@@ -17,6 +17,7 @@ if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
         params:
             generation=config["generation"],
             sampling=lambda wc: setup_conf(wc).get("sampling", {}),
+            base_model=lambda wc: base_model_path(config, wc.setup),
             eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
             traits=lambda wc: setup_conf(wc)["traits"],
             scorers=config.get("scorers", {}),
@@ -65,8 +66,9 @@ rule elicit:
         generations="results/{setup}/elicitation/generations.jsonl",
         table="results/{setup}/elicitation.csv",
     params:
-        setup=setup_conf,  # with its sampling overrides
+        setup=setup_conf,  # with its sampling overrides and base model
         generation=config["generation"],
+        base_model=lambda wc: base_model_path(config, wc.setup),
     threads: config["generation"].get("threads", 1)
     resources:
         mem_mb=lambda wc: rule_resources(config, "elicit", wc.setup)["mem_mb"],

@@ -47,6 +47,7 @@ if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
             adapter=directory(f"{CELL}/adapter"),
         params:
             training=lambda wc: training_config(config, wc.setup, wc.condition),
+            base_model=lambda wc: base_model_path(config, wc.setup),
         threads: config["training"].get("threads", 1)
         resources:
             mem_mb=lambda wc: rule_resources(config, "finetune", wc.setup)["mem_mb"],

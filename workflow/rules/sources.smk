@@ -7,7 +7,8 @@ rule fetch_source:
     output:
         "resources/sources/{dataset}/{role}/{filename}",
     params:
-        spec=lambda wc: config["datasets"][wc.dataset]["files"][wc.role],
+        # only the address: filling in a pin (sha256) must not download the file again
+        url=lambda wc: source_url(config["datasets"][wc.dataset]["files"][wc.role]),
     log:
         "logs/sources/{dataset}/{role}/{filename}.log",
     conda:
@@ -22,7 +23,8 @@ rule convert_dataset:
     output:
         directory("resources/data/{dataset}"),
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
+        converter=lambda wc: config["datasets"][wc.dataset]["converter"],
+        options=lambda wc: config["datasets"][wc.dataset].get("options", {}),
     log:
         "logs/sources/{dataset}/convert.log",
     conda:
@@ -39,8 +41,12 @@ rule train_pool:
         "results/{setup}/data/train_pool.jsonl",
     params:
         data=lambda wc: setup_conf(wc)["data"],
-        rewriter=lambda wc: config.get("rewriter") if responses_kind(wc) == "rewrite" else None,
-        generation=lambda wc: config["generation"] if responses_kind(wc) == "generate" else None,
+        # what decides the answers, not every setting: a new batch size must not regenerate 10k answers
+        rewriter=lambda wc: {k: config["rewriter"].get(k) for k in ("model", "temperature", "max_tokens")}
+        if responses_kind(wc) == "rewrite" else None,
+        generation=lambda wc: {"backend": config["generation"]["backend"], "base_model": base_model_path(config, wc.setup),
+                               **{k: sampling_config(config, wc.setup).get(k) for k in ("temperature", "top_p", "max_new_tokens")}}
+        if responses_kind(wc) == "generate" else None,
     threads: config["generation"].get("threads", 1)
     resources:
         # Only generated answers need the model (and its GPU); the others are file or API work.
