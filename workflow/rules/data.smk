@@ -34,8 +34,7 @@ rule train_items:
     log:
         "logs/{setup}/train_items_seed{seed}.log",
     conda:
-        # real data: the base model's tokenizer leaves out examples over training.max_length
-        "../../envs/train.yaml"
+        "../../envs/data.yaml"
     script:
         "../scripts/train_items.py"
 
