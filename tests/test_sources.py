@@ -382,18 +382,6 @@ def test_unpinned_source_is_recorded_on_first_download_and_checked_after(tmp_pat
         server.close()
 
 
-def test_no_network_fails_fast_with_what_is_missing(tmp_path):
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there: as a machine without network access sees the source
-    with pytest.raises(src.SourceError, match=r"no network access to 127\.0\.0\.1.*copy the file there"):
-        src.fetch(f"http://127.0.0.1:{port}/x.parquet", tmp_path / "x.parquet", "0" * 64, source="datasets.x.files.y",
-                  retries=2, backoff_s=0.01)
-
-
 def test_em_questions_are_checked_against_the_protocols_transcription(tmp_path):
     from ipcond.prompts import load_protocol
 

@@ -203,9 +203,10 @@ def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> Non
             raise ConfigError(f"{source}: setups.{sname}.traits.{role} is scored on eval domain {domain!r}, but "
                               f"{key}.eval has no dataset for it (it has {sorted(data['eval'])}); add "
                               f"{key}.eval.{domain}")
-    kind = data.get("responses", {}).get("kind", "dataset")
+    from .jobs import responses_kind
     from .sources import ANSWERLESS_TRAIN
 
+    kind = responses_kind(config, sname)
     if datasets[data["train"]]["converter"] in ANSWERLESS_TRAIN and kind != "generate":
         raise ConfigError(f"{source}: {key}.train = {data['train']!r} has instructions without answers; set "
                           f"{key}.responses.kind: generate (the base model writes them) or use a dataset with answers")

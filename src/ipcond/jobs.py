@@ -237,11 +237,15 @@ def _real_data(config: dict, sname: str) -> dict | None:
     return config["setups"][sname].get("data")
 
 
+def responses_kind(config: dict, sname: str) -> str:
+    """How a real-data setup's training answers are made: dataset, rewrite or generate."""
+    return ((_real_data(config, sname) or {}).get("responses") or {"kind": "dataset"})["kind"]
+
+
 def make_eval_set(config: dict, sname: str, out_path: str) -> None:
     data = _real_data(config, sname)
-    n = config["generation"]["n_eval"]
     if data is None:
-        items = dt.eval_items(sname, config["setups"][sname], n)
+        items = dt.eval_items(sname, config["setups"][sname], config["generation"]["n_eval"])
     else:
         items = []
         for domain, dataset in data["eval"].items():
@@ -348,7 +352,7 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
     def answer(r: dict) -> str | None:
         return r["messages"][-1]["content"] if r["messages"][-1]["role"] == "assistant" else None
 
-    spec = data.get("responses", {"kind": "dataset"})
+    spec = {"kind": responses_kind(config, sname), **data.get("responses", {})}
     instructions = [user(r) for r in train]
     originals = [answer(r) for r in train]
     controls = [answer(r) for r in control[:len(train)]] if control is not None else [None] * len(train)
@@ -392,12 +396,21 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
 
 def train_pool_job(config: dict, sname: str, out_path: str, threads: int) -> None:
     """The `train_pool` rule's job; generated answers run on a GPU of their own (ipcond.gpu)."""
-    kind = config["setups"][sname]["data"].get("responses", {"kind": "dataset"})["kind"]
-    if kind == "generate":
+    if responses_kind(config, sname) == "generate":
         with job_gpu_slot(config, "generate", sname):
             make_train_pool(config, sname, out_path, threads)
     else:
         make_train_pool(config, sname, out_path, threads)
+
+
+def llm_client(spec: dict, where: str, default_cache: str) -> Any:
+    """The judge client for an LLM endpoint section (``rephraser``, ``rewriter``) whose own keys
+    were taken out of ``spec``: checked first (key variable set, host reachable), answers cached."""
+    from .judging import JudgeClient, JudgeConfig, preflight_endpoint
+
+    preflight_endpoint(spec, where)
+    cache = spec.pop("cache", default_cache)
+    return JudgeClient(JudgeConfig.from_dict(spec), cache=cache)
 
 
 REWRITE_TEMPLATE = ("{instruction}\nRewrite the answer below accordingly. Keep its content, numbers and "
@@ -409,19 +422,17 @@ def rewrite_answers(config: dict, sname: str, instruction: str, questions: list[
     """Each answer rewritten by the ``rewriter`` LLM (temperature 0 by default, as Tan et al.),
     through the judge client: retries, cache (a re-run costs nothing), spend cap, key from the
     environment."""
-    from .judging import JudgeClient, JudgeConfig, JudgeTemplate, preflight_endpoint
+    from .judging import JudgeTemplate
 
     spec = dict(config.get("rewriter") or {})
     if not spec:
         raise ValueError(f"setups.{sname}.data.responses.kind is rewrite but the config has no 'rewriter' "
                          "section; add rewriter.base_url and rewriter.model")
-    preflight_endpoint(spec, "rewriter")
     params = {"temperature": spec.pop("temperature", 0.0), "max_tokens": spec.pop("max_tokens", 2048)}
-    cache = spec.pop("cache", "results/rewrite_cache.sqlite")
     template = JudgeTemplate("rewrite", REWRITE_TEMPLATE)
     msgs = [[{"role": "user", "content": template.render(instruction=instruction, question=q, answer=a or "")}]
             for q, a in zip(questions, answers)]
-    with JudgeClient(JudgeConfig.from_dict(spec), cache=cache) as client:
+    with llm_client(spec, "rewriter", "results/rewrite_cache.sqlite") as client:
         outs = client.complete_many(msgs, template=template, params=params)
         acct = client.accounting()
     print(f"rewrote {len(outs)} answers ({acct})")
@@ -454,14 +465,8 @@ def make_rephrasings(config: dict, sname: str, cname: str, out_path: str) -> Non
     spec = dict(config.get("rephraser") or {"kind": "toy"})
     seed = tw.derive_seed(sname, cname)
     if spec.pop("kind") == "llm":
-        from .judging import JudgeClient, JudgeConfig
-
-        from .judging import preflight_endpoint
-
-        preflight_endpoint(spec, "rephraser")
         opts = {k: spec.pop(k) for k in ("per_request", "temperature", "max_rounds", "max_tokens") if k in spec}
-        cache = spec.pop("cache", "results/rephrase_cache.sqlite")
-        with JudgeClient(JudgeConfig.from_dict(spec), cache=cache) as client:
+        with llm_client(spec, "rephraser", "results/rephrase_cache.sqlite") as client:
             rephraser = pr.LLMRephraser(client, **opts)
             texts = rephraser.rephrase(target["prompt"], cond["n_rephrasings"], seed)
             extra = {"model": spec["model"], "stats": rephraser.stats, "accounting": client.accounting()}

@@ -522,8 +522,7 @@ def convert_dataset(name: str, spec: dict, paths: dict[str, str | Path]) -> Conv
         # the sanitized test split's tasks); roles other than `test` are training files.
         test = read_records(paths["test"])
         train = [r for role in paths if role != "test" for r in read_records(paths[role])]
-        out = convert_mbpp(train, test, **opts)
-        return out
+        return convert_mbpp(train, test, **opts)
     if kind == "ultrachat":
         out = convert_ultrachat(read_records(paths["data"]), n=n_eval or 100)
     elif kind == "em_questions":

@@ -4,6 +4,7 @@ import sys
 
 from ipcond.config import ConfigError, check_input_files, resolve_preset, rule_resources, validate_config
 from ipcond.jobs import base_model_path, dataset_dir, sampling_config, source_file_path, training_config
+from ipcond.jobs import responses_kind as setup_responses_kind
 from ipcond.sources import source_url
 
 
@@ -120,8 +121,7 @@ def real_data(wildcards):
 
 
 def responses_kind(wildcards):
-    data = real_data(wildcards) or {}
-    return data.get("responses", {"kind": "dataset"})["kind"]
+    return setup_responses_kind(config, wildcards.setup)
 
 
 def train_pool_datasets(wildcards):
