@@ -382,15 +382,14 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if isinstance(config, dict) and config.get("preset") == path.stem and path.stem != "toy":
-        # a preset file (presets/paper.yaml): resolved as --config preset=<name> would be
-        return validate_config(resolve_preset({"preset": path.stem}, {"preset": path.stem, **(overrides or {})},
-                                              presets_dir=path.parent), str(path))
     if overrides:
         config = deep_merge(config, overrides)
-    from .prompts import apply_protocol
-
-    return validate_config(apply_protocol(config, str(path)), str(path))
+    if not isinstance(config, dict):
+        return validate_config(config, str(path))  # the schema says what is wrong
+    # As the workflow reads it: the preset it names (none for toy), with the file on top; a preset
+    # file (presets/paper.yaml) is its own preset.
+    presets_dir = path.parent if config.get("preset") == path.stem else PRESETS_DIR
+    return validate_config(resolve_preset(config, config, presets_dir=presets_dir), str(path))
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
