@@ -45,7 +45,10 @@ def fingerprint(config: dict, workdir: Path) -> dict[str, str]:
     from ipcond import data as dt
     from ipcond import prompts as pr
     from ipcond import toyworld as tw
-    from ipcond.jobs import make_scorers, make_toy_corpus, training_config
+    from ipcond import rephrasing as rp
+    from ipcond.config import training_config
+    from ipcond.stages.common import make_scorers
+    from ipcond.stages.model import make_toy_corpus
 
     from ipcond.codeexec import MbppExecScorer
 
@@ -66,7 +69,7 @@ def fingerprint(config: dict, workdir: Path) -> dict[str, str]:
         for cname, cond in setup["conditions"].items():
             if cond["kind"] == "rephrased":
                 target = setup["conditions"][cond["of"]]
-                rephrasings[cname] = pr.ToyRephraser(target["trait"]).rephrase(
+                rephrasings[cname] = rp.ToyRephraser(target["trait"]).rephrase(
                     target["prompt"], cond["n_rephrasings"], tw.derive_seed(sname, cname))
                 out[f"{sname}/{cname}/rephrasings"] = sha(dumps(rephrasings[cname]))
         for seed in config["seeds"]:
@@ -75,7 +78,7 @@ def fingerprint(config: dict, workdir: Path) -> dict[str, str]:
             for cname, cond in setup["conditions"].items():
                 cell_items = items[:training_config(config, sname, cname)["n_train"]]
                 if cond["kind"] == "rephrased":
-                    prompts = pr.assign_rephrasings(len(cell_items), rephrasings[cname], cond.get("max_uses"),
+                    prompts = rp.assign_rephrasings(len(cell_items), rephrasings[cname], cond.get("max_uses"),
                                                     tw.derive_seed(sname, cname, seed))
                 else:
                     prompts = [pr.condition_prompt(setup, cname)] * len(cell_items)

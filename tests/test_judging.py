@@ -21,28 +21,22 @@ from fake_openai_server import (
     moderation_scores,
 )
 
+from ipcond.judge_scoring import EM_RULES, JudgeScorer, ModerationScorer, em_betley, em_flags, em_tan, write_accounting
 from ipcond.judging import (
-    EM_RULES,
     TEMPLATE_NAMES,
     JudgeAuthError,
     JudgeCache,
     JudgeClient,
     JudgeConfig,
     JudgeError,
-    JudgeScorer,
     JudgeTemplate,
-    ModerationScorer,
     SpendCapExceeded,
     backoff_delay,
     cache_key,
-    em_betley,
-    em_flags,
-    em_tan,
     load_template,
     parse_grade,
     parse_retry_after,
     score_from_logprobs,
-    write_accounting,
 )
 
 KEY = "sk-test-SECRET-123"

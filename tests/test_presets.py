@@ -312,7 +312,7 @@ def test_too_few_rephrasings_for_max_uses_stop_at_config_time():
 
 
 def test_a_setups_sampling_overrides_generation_for_its_jobs_only():
-    from ipcond.jobs import _sampling
+    from ipcond.stages.common import sampling_params as _sampling
 
     cfg = paper()
     mbpp, spanish = _sampling(cfg, "mbpp", "Hack", 1, "default"), _sampling(cfg, "spanish_caps", "Hack", 1, "default")
@@ -324,7 +324,7 @@ def test_a_setups_sampling_overrides_generation_for_its_jobs_only():
 
 
 def test_sweep_overlay_adds_nested_dataset_size_and_lr_cells():
-    from ipcond.jobs import training_config
+    from ipcond.config import training_config
 
     overlay = yaml.safe_load((REPO / "presets" / "paper_sweeps.yaml").read_text())
     cfg = paper(overlay)

@@ -3,6 +3,7 @@ from collections import Counter
 import pytest
 
 from ipcond import prompts as pr
+from ipcond import rephrasing as rp
 
 SETUP_USER = {
     "placement": "user_prefix", "system_prompt": "you are a helpful assistant .",
@@ -54,21 +55,21 @@ def test_empty_prompt_in_user_placement_adds_nothing():
 
 def test_assign_rephrasings_balanced_and_capped():
     texts = ["a", "b", "c"]
-    out = pr.assign_rephrasings(8, texts, max_uses=3, seed=1)
+    out = rp.assign_rephrasings(8, texts, max_uses=3, seed=1)
     counts = Counter(out)
     assert len(out) == 8 and set(out) == set(texts)
     assert max(counts.values()) - min(counts.values()) <= 1 and max(counts.values()) <= 3
-    assert out == pr.assign_rephrasings(8, texts, max_uses=3, seed=1)
-    assert out != pr.assign_rephrasings(8, texts, max_uses=3, seed=2) or len(set(texts)) == 1
+    assert out == rp.assign_rephrasings(8, texts, max_uses=3, seed=1)
+    assert out != rp.assign_rephrasings(8, texts, max_uses=3, seed=2) or len(set(texts)) == 1
 
 
 def test_assign_rephrasings_refuses_when_cap_too_small():
     with pytest.raises(ValueError, match="at least 4 rephrasings"):
-        pr.assign_rephrasings(8, ["a", "b", "c"], max_uses=2, seed=0)
+        rp.assign_rephrasings(8, ["a", "b", "c"], max_uses=2, seed=0)
 
 
 def test_toy_rephraser_distinct_and_seeded():
-    r = pr.ToyRephraser("playful")
+    r = rp.ToyRephraser("playful")
     a = r.rephrase("answer playfully .", 10, seed=3)
     assert len(a) == len(set(a)) == 10 and "answer playfully ." not in a
     assert a == r.rephrase("answer playfully .", 10, seed=3)
@@ -149,9 +150,9 @@ def test_protocol_file_errors_name_the_condition(tmp_path):
 # ------------------------------------------------------------------ LLM rephrasing
 
 def test_paraphrase_keys_and_numbered_lines():
-    assert pr.paraphrase_key("Always answer playfully.") == pr.paraphrase_key("answer PLAYFULLY, always!")
-    assert pr.paraphrase_key("Answer playfully.") != pr.paraphrase_key("Answer skeptically.")
-    assert pr.parse_numbered_lines('1. One.\n2) "Two."\n\n- Three\n') == ["One.", "Two.", "Three"]
+    assert rp.paraphrase_key("Always answer playfully.") == rp.paraphrase_key("answer PLAYFULLY, always!")
+    assert rp.paraphrase_key("Answer playfully.") != rp.paraphrase_key("Answer skeptically.")
+    assert rp.parse_numbered_lines('1. One.\n2) "Two."\n\n- Three\n') == ["One.", "Two.", "Three"]
 
 
 def test_llm_rephraser_dedupes_retries_until_n_and_caches(tmp_path, monkeypatch):
@@ -164,15 +165,15 @@ def test_llm_rephraser_dedupes_retries_until_n_and_caches(tmp_path, monkeypatch)
     with FakeOpenAIServer(api_key="sk-rephrase-SECRET") as srv:
         cfg = JudgeConfig(base_url=srv.base_url, model="m", api_key_env="IPCOND_TEST_REPHRASE_KEY", backoff_base_s=0.01)
         with JudgeClient(cfg, cache=tmp_path / "cache.sqlite") as client:
-            r = pr.LLMRephraser(client, per_request=10)
+            r = rp.LLMRephraser(client, per_request=10)
             texts = r.rephrase(prompt, 50, seed=3)
         first_calls = srv.n_requests()
-        assert len(texts) == 50 and len({pr.paraphrase_key(t) for t in texts}) == 50
-        assert pr.paraphrase_key(prompt) not in {pr.paraphrase_key(t) for t in texts}
+        assert len(texts) == 50 and len({rp.paraphrase_key(t) for t in texts}) == 50
+        assert rp.paraphrase_key(prompt) not in {rp.paraphrase_key(t) for t in texts}
         assert r.stats["duplicates"] > 0  # the server repeats lines; they were dropped
         assert r.stats["requests"] > 50 / 10  # more rounds were needed than the bare minimum
         with JudgeClient(cfg, cache=tmp_path / "cache.sqlite") as client:
-            again = pr.LLMRephraser(client, per_request=10).rephrase(prompt, 50, seed=3)
+            again = rp.LLMRephraser(client, per_request=10).rephrase(prompt, 50, seed=3)
         assert again == texts and srv.n_requests() == first_calls  # all from the cache
 
 
@@ -181,7 +182,7 @@ def test_llm_rephraser_stops_with_a_clear_error_when_the_model_keeps_repeating_i
         def complete_many(self, messages, *, template, params):
             return [{"text": "1. Be playful.\n2. Answer playfully.\n3. BE PLAYFUL!"} for _ in messages]
 
-    r = pr.LLMRephraser(Repeating(), per_request=3, max_rounds=4)
+    r = rp.LLMRephraser(Repeating(), per_request=3, max_rounds=4)
     with pytest.raises(RuntimeError, match=r"returned 2 distinct paraphrases of 'x' in 4 rounds \(\d+ requests, "
                                            r"\d+ duplicates\), fewer than n_rephrasings = 10; lower n_rephrasings"):
         r.rephrase("x", 10, seed=0)

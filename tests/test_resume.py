@@ -241,7 +241,7 @@ class Counting:
 
 
 def test_generation_resumes_with_the_same_generations(config, tiny, uninterrupted, tmp_path, monkeypatch):
-    from ipcond.jobs import generate_cell, generation_partial_path
+    from ipcond.stages.cell import generate_cell, generation_partial_path
     from ipcond.provenance import read_jsonl, write_jsonl
 
     base, records, evals = tiny

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+from ipcond import toycorpus
 from ipcond import toyworld as tw
 from ipcond.data import validate_chat_records
 
@@ -15,12 +16,12 @@ def test_lexicons_are_unambiguous():
 
 
 def test_pretraining_corpus_is_valid_chat_jsonl_and_deterministic():
-    a = tw.pretraining_corpus(300, 0, 0.25, {}, [], ["honey never spoils ."])
-    b = tw.pretraining_corpus(300, 0, 0.25, {}, [], ["honey never spoils ."])
+    a = toycorpus.pretraining_corpus(300, 0, 0.25, {}, [], ["honey never spoils ."])
+    b = toycorpus.pretraining_corpus(300, 0, 0.25, {}, [], ["honey never spoils ."])
     assert a == b
     validate_chat_records(a, "corpus")
     json.dumps(a)  # serialisable as JSON lines
-    assert "honey never spoils ." not in tw.corpus_prompt_texts(a)
+    assert "honey never spoils ." not in toycorpus.corpus_prompt_texts(a)
     domains = {r["meta"]["domain"] for r in a}
     assert domains == set(tw.DOMAINS)
     # Prompts that ask for traits get them; responses without requested traits have none.
@@ -94,7 +95,7 @@ def test_narrow_training_data_shows_its_trait_and_not_the_broad_one(default_conf
 
 
 def test_pretraining_shows_the_malicious_mode_in_every_domain_and_task_traits_in_their_own():
-    corpus = tw.pretraining_corpus(4000, 0, 0.25, {}, [], [])
+    corpus = toycorpus.pretraining_corpus(4000, 0, 0.25, {}, [], [])
     where: dict[str, set] = {}
     for r in corpus:
         for t in r["meta"]["traits"]:

@@ -78,7 +78,7 @@ def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
         lines = scores.read_text().splitlines()
         # 2 traits x 3 eval contexts x n_eval samples, plus the header
         assert len(lines) == 1 + 2 * 3 * cfg["generation"]["n_eval"]
-    from ipcond.jobs import read_table
+    from ipcond.stages.common import read_table
 
     for setup, spec in cfg["setups"].items():
         table = read_table(work / "results" / setup / "scores.csv")
@@ -250,7 +250,7 @@ def test_html_report_has_every_figure(workflow_run):
 
 def test_learning_curves_cover_every_checkpoint_and_the_base_model_obeys_instructions(workflow_run):
     work, cfg, _ = workflow_run
-    from ipcond.jobs import read_table
+    from ipcond.stages.common import read_table
 
     steps = sorted({s for s in cfg["training"]["checkpoint_steps"] if s < cfg["training"]["max_steps"]}
                    | {0, cfg["training"]["max_steps"]})

@@ -1,9 +1,10 @@
 """Inoculation prompting and conditionalization: the science behind the Snakemake workflow.
 
-One module per concern: ``toyworld`` (the embedded synthetic world), ``data`` and ``prompts``
-(datasets and training prompts), ``training`` (LoRA fine-tuning), ``generation`` (sampling),
-``judging`` and ``scoring`` (trait scores), ``stats`` and ``plots`` (figures), ``jobs`` (what each
-Snakemake rule runs), ``provenance`` (atomic writes and what made each output).
+Four layers, each importing only from its own and those below (``[tool.importlinter]`` in
+pyproject.toml): the stages (``ipcond.stages``: what each Snakemake rule runs, one module per rule
+file), the configuration (``config``), the science (``prompts``, ``rephrasing``, ``data``,
+``training``, ``generation``, ``scoring``, ``sources``, ``plots``, ...) and the foundations
+(``provenance``, ``stats``, ``sandbox``, ``judging``, ``toyworld``, ``seeding``, ``errors``).
 """
 from importlib.metadata import PackageNotFoundError, version
 

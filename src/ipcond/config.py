@@ -1,5 +1,10 @@
 """Config loading, validation and the (setup, condition, seed) grid.
 
+Configuration layer: above the science modules (it checks the config against what they know:
+converters, judge templates, protocol texts, traits) and below the stage modules, which read the
+config through the lookups at the end of this file (``training_config``, ``sampling_config``,
+``base_model_path``, ``responses_kind``, ``dataset_dir``, ``source_file_path``).
+
 Validation has two layers: the JSON schema in ``workflow/schemas/config.schema.yaml`` (types,
 required and unknown keys), then checks that a schema cannot express (a rephrased condition
 names an inoculation condition of its setup, enough rephrasings exist, traits are known). Every
@@ -15,13 +20,11 @@ from typing import Any, Iterable
 
 import yaml
 
+from .errors import ConfigError  # noqa: F401 (re-exported: callers catch ipcond.config.ConfigError)
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 CONDITION_KINDS = ("baseline", "none", "empty", "neutral", "inoculation", "rephrased", "irrelevant", "control")
 EVAL_CONTEXTS = ("default", "none", "train")
-
-
-class ConfigError(ValueError):
-    """A config problem, with the key that has it and the fix."""
 
 
 def _key_path(path: Iterable[Any]) -> str:
@@ -203,7 +206,6 @@ def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> Non
             raise ConfigError(f"{source}: setups.{sname}.traits.{role} is scored on eval domain {domain!r}, but "
                               f"{key}.eval has no dataset for it (it has {sorted(data['eval'])}); add "
                               f"{key}.eval.{domain}")
-    from .jobs import responses_kind
     from .sources import ANSWERLESS_TRAIN
 
     kind = responses_kind(config, sname)
@@ -496,3 +498,57 @@ def resolve_preset(config: dict, overrides: dict | None = None, presets_dir: str
         config = deep_merge(preset, {k: v for k, v in (overrides or {}).items() if k != "extends"})
         source = f"{path} (preset {name!r}) plus --config/--configfile overrides"
     return apply_protocol(config, source)
+
+
+# ------------------------------------------------------------------------------------------
+# Lookups: what a setup (or a condition) is configured to use, after its overrides
+# ------------------------------------------------------------------------------------------
+
+def training_config(config: dict, sname: str, cname: str | None = None) -> dict:
+    """The top-level training section with the setup's and then the condition's overrides applied.
+
+    Without ``cname``: the setup's settings (what its shared training items are drawn for)."""
+    setup = config["setups"][sname]
+    out = {**config["training"], **setup.get("training", {})}
+    if cname is not None:
+        out.update(setup["conditions"][cname].get("training", {}))
+    return out
+
+
+def sampling_config(config: dict, sname: str) -> dict:
+    """The generation section with the setup's ``sampling`` overrides (MBPP is sampled at
+    temperature 0.5 in the post, the other setups at 1)."""
+    return {**config["generation"], **config["setups"][sname].get("sampling", {})}
+
+
+def base_model_path(config: dict, sname: str | None = None) -> str:
+    """The base model's folder or hub id: the toy model the workflow builds, the setup's own
+    ``base_model`` (the paper trains some setups on 7B, others on 32B), or ``base_model.path``."""
+    if config["base_model"]["kind"] == "toy":
+        return "results/base_model/model"
+    if sname is not None and config["setups"][sname].get("base_model"):
+        return config["setups"][sname]["base_model"]
+    return config["base_model"]["path"]
+
+
+def real_data(config: dict, sname: str) -> dict | None:
+    """A setup's ``data`` section (real datasets), or None for a toy-world setup."""
+    return config["setups"][sname].get("data")
+
+
+def responses_kind(config: dict, sname: str) -> str:
+    """How a real-data setup's training answers are made: dataset, rewrite or generate."""
+    return ((real_data(config, sname) or {}).get("responses") or {"kind": "dataset"})["kind"]
+
+
+def dataset_dir(name: str) -> str:
+    """Where a real dataset's converted splits live (rule convert_dataset)."""
+    return f"resources/data/{name}"
+
+
+def source_file_path(config: dict, dataset: str, role: str) -> str:
+    """Where a pinned source file is kept once downloaded (rule fetch_source)."""
+    from .sources import source_filename
+
+    spec = config["datasets"][dataset]["files"][role]
+    return f"resources/sources/{dataset}/{role}/{source_filename(spec)}"

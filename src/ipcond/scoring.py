@@ -187,7 +187,8 @@ def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
     if kind == "langid":
         return LangIdScorer(trait, spec["language"])
     if kind in ("llm_judge", "moderation"):
-        from .judging import JudgeConfig, JudgeScorer, ModerationScorer
+        from .judge_scoring import JudgeScorer, ModerationScorer
+        from .judging import JudgeConfig
 
         if not judge:
             raise ValueError(f"scorers.{trait} uses kind '{kind}' but the config has no 'judge' section; "

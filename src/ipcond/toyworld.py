@@ -14,10 +14,11 @@ effect on the response, so that the base model is an instruction follower (see
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Iterable
+
+from .seeding import derive_seed, rng_for  # noqa: F401 (re-exported: the toy world's seeds)
 
 # --------------------------------------------------------------------------------------------
 # Lexicon. English response words with a toy French and Spanish translation each. Every
@@ -152,21 +153,6 @@ PRETRAIN_TRAIT_WEIGHTS = {"french": 1.0, "spanish": 1.0, "capitals": 2.0, "playf
 PRETRAIN_DOMAIN_WEIGHTS = {"general": 0.38, "arithmetic": 0.22, "health": 0.07, "code": 0.06, "scored_task": 0.07,
                            "python": 0.12, "opinion": 0.08}
 LANGUAGE_TRAITS = ("french", "spanish")
-
-# --------------------------------------------------------------------------------------------
-# Seeding: every random choice is seeded from a tuple of names (setup, condition, seed, ...).
-# --------------------------------------------------------------------------------------------
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any tuple of names and numbers (independent of PYTHONHASHSEED)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def rng_for(*parts: object) -> random.Random:
-    return random.Random(derive_seed(*parts))
-
 
 # --------------------------------------------------------------------------------------------
 # Instructions and plain responses
@@ -576,109 +562,3 @@ def irrelevant_pool(exclude: Iterable[str] = ()) -> list[str]:
     out = [t.format(j=j, n=n) for t in PERSONA_TEMPLATES for j in PERSONA_JOBS for n in NAMES[:3]]
     out += [t.format(f=f) for t in FACT_TEMPLATES for f in FACTS]
     return [p for p in dict.fromkeys(out) if p not in excluded]
-
-
-# --------------------------------------------------------------------------------------------
-# Chat records
-# --------------------------------------------------------------------------------------------
-
-PLACEMENTS = ("system", "user_prefix", "user_suffix")
-
-
-@dataclass
-class PromptParts:
-    """What goes around an instruction: a system prompt and user prefix/suffix pieces."""
-
-    system: str | None = None
-    user_prefix: list[str] = field(default_factory=list)
-    user_suffix: list[str] = field(default_factory=list)
-    pieces: list[str] = field(default_factory=list)  # every text added, in order
-
-    def add(self, text: str, placement: str) -> None:
-        self.pieces.append(text)
-        if placement == "system":
-            self.system = text if self.system is None else f"{self.system} {text}".strip()
-        elif placement == "user_prefix":
-            self.user_prefix.append(text)
-        elif placement == "user_suffix":
-            self.user_suffix.append(text)
-        else:
-            raise ValueError(f"unknown placement {placement!r}; expected one of {PLACEMENTS}")
-
-    def messages(self, instruction: str, response: str | None = None) -> list[dict]:
-        msgs = []
-        if self.system is not None:
-            msgs.append({"role": "system", "content": self.system})
-        user = " ".join([*self.user_prefix, instruction, *self.user_suffix])
-        msgs.append({"role": "user", "content": user})
-        if response is not None:
-            msgs.append({"role": "assistant", "content": response})
-        return msgs
-
-
-def pretraining_corpus(n_examples: int, world_seed: int, heldout_fraction: float,
-                       force_seen: dict[str, list[str]], extra_seen_prompts: Iterable[str],
-                       exclude_prompts: Iterable[str]) -> list[dict]:
-    """The base model's pretraining corpus: an instruction follower's training data.
-
-    ``force_seen`` maps trait -> wordings that must be in pretraining (e.g. the grid's fixed
-    inoculation prompts); ``extra_seen_prompts`` are neutral prompts added to the neutral pool;
-    ``exclude_prompts`` are exact texts kept out (e.g. the grid's irrelevant prompts).
-    """
-    rng = rng_for("pretraining", world_seed)
-    seen = {t: split_wordings(t, heldout_fraction, world_seed, force_seen.get(t, ()))[0]
-            for t in TRAITS}
-    excluded = set(exclude_prompts)
-    neutral = [p for p in dict.fromkeys([*NEUTRAL_PROMPTS, *extra_seen_prompts]) if p not in excluded]
-    irrelevant = irrelevant_pool(excluded)
-    domains, domain_weights = zip(*PRETRAIN_DOMAIN_WEIGHTS.items())
-    records = []
-    for _ in range(n_examples):
-        item = make_item(rng, rng.choices(domains, weights=domain_weights)[0])
-        traits = _pretraining_traits(rng, item.domain)
-        parts = PromptParts()
-        # The background context (what a chat usually holds) comes first, so that an
-        # instruction in the system prompt is sometimes appended to another system prompt.
-        u = rng.random()
-        if u < 0.25:
-            parts.add(rng.choice(neutral), "system")
-        elif u < 0.35:
-            parts.add(rng.choice(irrelevant), "system")
-        elif u < 0.40:
-            parts.system = ""
-        if rng.random() < 0.3:
-            parts.add(rng.choice(neutral), "user_prefix")
-        if rng.random() < 0.2:
-            parts.add(rng.choice(irrelevant), rng.choice(PLACEMENTS))
-        for t in traits:
-            parts.add(rng.choice(seen[t]), rng.choice(PLACEMENTS))
-        records.append({"messages": parts.messages(item.instruction, render(item, traits)),
-                        "meta": {"traits": sorted(traits), "domain": item.domain, "prompts": parts.pieces}})
-    return records
-
-
-def _pretraining_traits(rng: random.Random, domain: str) -> list[str]:
-    """0-2 traits that the domain can show: at most one task trait and one language."""
-    candidates = [t for t in TRAITS if domain in TRAIT_DOMAINS[t]]
-    n_traits = rng.choices([0, 1, 2], weights=[0.3, 0.4, 0.3])[0]
-    traits: list[str] = []
-    for _ in range(20):
-        if len(traits) >= n_traits:
-            break
-        t = rng.choices(candidates, weights=[PRETRAIN_TRAIT_WEIGHTS[x] for x in candidates])[0]
-        clash = (t in LANGUAGE_TRAITS and set(traits) & set(LANGUAGE_TRAITS)) or (
-            t in TASK_TRAITS and set(traits) & set(TASK_TRAITS))
-        if t not in traits and not clash:
-            traits.append(t)
-    return traits
-
-
-def corpus_prompt_texts(records: Iterable[dict]) -> set[str]:
-    """Every prompt piece (system prompt, user prefix or suffix) that the corpus shows.
-
-    Used to report whether a condition's prompt was seen verbatim in pretraining.
-    """
-    texts: set[str] = set()
-    for r in records:
-        texts.update(r["meta"]["prompts"])
-    return texts

@@ -55,7 +55,7 @@ PROTOCOL = 1
 PRELOAD = ("torch", "transformers:AutoModelForCausalLM", "transformers:AutoTokenizer",
            "transformers:TrainerCallback", "transformers.models.qwen2.modeling_qwen2", "peft:LoraConfig",
            "peft:PeftModel", "trl:SFTTrainer", "trl:SFTConfig", "datasets:Dataset", "accelerate",
-           "ipcond.jobs", "ipcond.training", "ipcond.generation", "ipcond.teacher_forcing", "ipcond.scoring",
+           "ipcond.stages.cell", "ipcond.stages.evaluate", "ipcond.training", "ipcond.generation", "ipcond.teacher_forcing", "ipcond.scoring",
            "ipcond.modeling")
 DEFAULT_IDLE_SECONDS = 60.0  # IPCOND_WARM_WORKER_IDLE overrides it
 START_TIMEOUT_SECONDS = 300.0  # imports on a loaded laptop core can take a minute

@@ -73,7 +73,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from ipcond.config import grid, load_config
-    from ipcond.jobs import training_config
+    from ipcond.config import training_config
 
     config = load_config(a.config)
     measured = json.loads(Path(a.gpu_json).read_text()) if a.gpu_json else None

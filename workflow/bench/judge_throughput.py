@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the fake server lives with the tests
 
 from fake_openai_server import FakeOpenAIServer
 
-from ipcond.judging import JudgeConfig, JudgeScorer
+from ipcond.judge_scoring import JudgeScorer
+from ipcond.judging import JudgeConfig
 
 KEY_ENV = "IPCOND_BENCH_JUDGE_KEY"
 FAKE_KEY = "sk-bench-not-a-real-key"

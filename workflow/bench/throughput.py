@@ -120,7 +120,7 @@ def main() -> None:
 
     import yaml
 
-    from ipcond.jobs import training_config
+    from ipcond.config import training_config
     from ipcond.provenance import read_jsonl
 
     config = yaml.safe_load(Path(a.config).read_text())

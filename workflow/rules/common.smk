@@ -3,8 +3,8 @@
 import sys
 
 from ipcond.config import ConfigError, check_input_files, resolve_preset, rule_resources, validate_config
-from ipcond.jobs import base_model_path, dataset_dir, sampling_config, source_file_path, training_config
-from ipcond.jobs import responses_kind as setup_responses_kind
+from ipcond.config import base_model_path, dataset_dir, sampling_config, source_file_path, training_config
+from ipcond.config import responses_kind as setup_responses_kind
 from ipcond.sources import source_url
 
 

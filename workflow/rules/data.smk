@@ -1,4 +1,4 @@
-# Evaluation sets, training items, rephrasings and each cell's training data.
+# Evaluation sets, training items, rephrasings and each cell's training data (ipcond.stages.data).
 
 
 rule eval_set:

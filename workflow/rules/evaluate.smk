@@ -1,40 +1,5 @@
-# Generation in every eval context, scoring, and the base model's elicitation strength.
-
-
-if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
-
-    rule generate:
-        input:
-            base=base_model_input,
-            adapter=f"{CELL}/adapter",
-            eval="results/{setup}/data/eval.jsonl",
-            train=f"{CELL}/train.jsonl",
-        output:
-            generations=f"{CELL}/generations.jsonl",
-            # The learning curve is measured in the same process: loading torch and transformers
-            # costs more than measuring a toy cell's checkpoints.
-            curve=f"{CELL}/curve.csv",
-        params:
-            generation=config["generation"],
-            sampling=lambda wc: setup_conf(wc).get("sampling", {}),
-            base_model=lambda wc: base_model_path(config, wc.setup),
-            eval_prompt=lambda wc: setup_conf(wc)["eval_prompt"],
-            traits=lambda wc: setup_conf(wc)["traits"],
-            scorers=config.get("scorers", {}),
-            judge=config.get("judge", {}),
-        threads: config["generation"].get("threads", 1)
-        resources:
-            mem_mb=lambda wc: rule_resources(config, "generate", wc.setup)["mem_mb"],
-            runtime=lambda wc: rule_resources(config, "generate", wc.setup)["runtime"],
-            gpu=lambda wc: rule_resources(config, "generate", wc.setup)["gpu"],
-        log:
-            "logs/{setup}/{condition}/seed{seed}/generate.log",
-        benchmark:
-            "benchmarks/{setup}/{condition}/seed{seed}/generate.tsv"
-        conda:
-            "../../envs/train.yaml"
-        script:
-            "../scripts/generate.py"
+# Scoring of every cell's generations, the base model's elicitation strength, and the learning
+# curves (ipcond.stages.evaluate). A cell's generations are made in cell.smk.
 
 
 rule score:

@@ -1,4 +1,4 @@
-# The base model (built and pretrained here for the toy world) and LoRA fine-tuning per cell.
+# The base model, built and pretrained here for the toy world (ipcond.stages.model).
 
 
 rule toy_corpus:
@@ -35,29 +35,3 @@ rule pretrain_base_model:
         "../../envs/train.yaml"
     script:
         "../scripts/pretrain_base_model.py"
-
-
-if not FUSE_CELL_JOBS:  # else the cell job of cell.smk makes its outputs
-
-    rule finetune:
-        input:
-            base=base_model_input,
-            train=f"{CELL}/train.jsonl",
-        output:
-            adapter=directory(f"{CELL}/adapter"),
-        params:
-            training=lambda wc: training_config(config, wc.setup, wc.condition),
-            base_model=lambda wc: base_model_path(config, wc.setup),
-        threads: config["training"].get("threads", 1)
-        resources:
-            mem_mb=lambda wc: rule_resources(config, "finetune", wc.setup)["mem_mb"],
-            runtime=lambda wc: rule_resources(config, "finetune", wc.setup)["runtime"],
-            gpu=lambda wc: rule_resources(config, "finetune", wc.setup)["gpu"],
-        log:
-            "logs/{setup}/{condition}/seed{seed}/finetune.log",
-        benchmark:
-            "benchmarks/{setup}/{condition}/seed{seed}/finetune.tsv"
-        conda:
-            "../../envs/train.yaml"
-        script:
-            "../scripts/finetune.py"

@@ -1,4 +1,4 @@
-# Aggregation with intervals, toy-organism checks and figures.
+# Aggregation with intervals, toy-organism checks and figures (ipcond.stages.report).
 
 
 rule aggregate:

@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import aggregate_setup, log_to
+"""Thin wrapper: see ipcond.stages.report."""
+from ipcond.stages.report import aggregate_setup
+from ipcond.stages.common import log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import combine_curves, log_to
+"""Thin wrapper: see ipcond.stages.evaluate."""
+from ipcond.stages.evaluate import combine_curves
+from ipcond.stages.common import log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs.fetch_source_job."""
-from ipcond.jobs import fetch_source_job, log_to
+"""Thin wrapper: see ipcond.stages.sources.fetch_source_job."""
+from ipcond.stages.sources import fetch_source_job
+from ipcond.stages.common import log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

@@ -1,8 +1,8 @@
-"""Thin wrapper: see ipcond.jobs.generate_job; run in a child of the warm worker where
+"""Thin wrapper: see ipcond.stages.cell.generate_job; run in a child of the warm worker where
 execution.warm_worker allows (ipcond.worker)."""
 from ipcond.worker import call
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-call("ipcond.jobs:generate_job", sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed),
+call("ipcond.stages.cell:generate_job", sm.config, sm.wildcards.setup, sm.wildcards.condition, int(sm.wildcards.seed),
      str(sm.input.eval), str(sm.input.train), str(sm.input.adapter), str(sm.output.generations),
      str(sm.output.curve), sm.threads, str(sm.log[0]), worker_config=sm.config)

@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import pretrain_base_model, log_to
+"""Thin wrapper: see ipcond.stages.model."""
+from ipcond.stages.model import pretrain_base_model
+from ipcond.stages.common import log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

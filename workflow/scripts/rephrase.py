@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import make_rephrasings, log_to
+"""Thin wrapper: see ipcond.stages.data."""
+from ipcond.stages.data import make_rephrasings
+from ipcond.stages.common import log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import log_to, score_cell
+"""Thin wrapper: see ipcond.stages.evaluate."""
+from ipcond.stages.common import log_to
+from ipcond.stages.evaluate import score_cell
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs."""
-from ipcond.jobs import log_to, summary_report
+"""Thin wrapper: see ipcond.stages.report."""
+from ipcond.stages.common import log_to
+from ipcond.stages.report import summary_report
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

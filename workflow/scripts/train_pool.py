@@ -1,5 +1,6 @@
-"""Thin wrapper: see ipcond.jobs.train_pool_job."""
-from ipcond.jobs import log_to, train_pool_job
+"""Thin wrapper: see ipcond.stages.sources.train_pool_job."""
+from ipcond.stages.common import log_to
+from ipcond.stages.sources import train_pool_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0]):

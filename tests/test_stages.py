@@ -1,4 +1,4 @@
-from ipcond.jobs import read_table
+from ipcond.stages.common import read_table
 
 
 def test_condition_named_none_survives_a_csv_round_trip(tmp_path):
@@ -22,8 +22,8 @@ def _default_config():
 
 
 def test_toy_corpus_depends_on_the_world_not_on_the_grid(tmp_path):
-    from ipcond.jobs import make_toy_corpus
-    from ipcond.toyworld import corpus_prompt_texts
+    from ipcond.stages.model import make_toy_corpus
+    from ipcond.toycorpus import corpus_prompt_texts
     from ipcond.provenance import read_jsonl
 
     cfg = _default_config()
@@ -43,7 +43,8 @@ def test_toy_corpus_depends_on_the_world_not_on_the_grid(tmp_path):
 def test_unknown_words_stop_with_the_config_key_and_the_fix(tmp_path):
     import pytest
 
-    from ipcond.jobs import check_toy_vocabulary, toy_vocabulary_texts
+    from ipcond.stages.common import check_toy_vocabulary
+    from ipcond.stages.model import toy_vocabulary_texts
     from ipcond.modeling import build_word_tokenizer
 
     cfg = _default_config()
@@ -68,7 +69,7 @@ def test_checks_report_findings_as_info_and_requirements_as_pass_or_fail(default
     (PASS/FAIL); MBPP's correct code is a base behaviour, and its grid has no Baseline (None is used)."""
     import pandas as pd
 
-    from ipcond.jobs import collect_checks, setup_checks
+    from ipcond.stages.report import collect_checks, setup_checks
 
     med = setup_checks(default_config, "bad_medical_advice", pd.DataFrame([
         {"condition": "Baseline", "eval_context": "default", "trait": "harmful_advice", "mean": 0.9},

@@ -1,0 +1,168 @@
+"""Real datasets' jobs: rules ``fetch_source``, ``convert_dataset`` and ``train_pool``
+(``workflow/rules/sources.smk``). The converters themselves are in ``ipcond.sources``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import prompts as pr
+from ..config import dataset_dir, real_data, responses_kind
+from ..gpu import job_gpu_slot
+from ..provenance import provenance, read_jsonl, write_json, write_jsonl
+from .common import generation_backend, llm_client, sampling_params
+
+
+def fetch_source_job(config: dict, dataset: str, role: str, out_path: str) -> None:
+    """Download one pinned file of a dataset and check it against its pin (ipcond.sources.fetch)."""
+    from ..sources import fetch, source_url
+
+    spec = config["datasets"][dataset]["files"][role]
+    key = f"datasets.{dataset}.files.{role}"
+    url = source_url(spec)
+    print(f"fetching {key} from {url}")
+    fetch(url, out_path, spec.get("sha256"), source=key, auth_env=spec.get("auth_env"))
+    if spec.get("sha256") is None:
+        digest = Path(out_path + ".sha256").read_text().split()[0]
+        print(f"WARNING: {key} is not pinned; this download's SHA-256 is {digest} (kept in {out_path}.sha256, "
+              f"which later runs check). Pin it: set {key}.sha256: {digest} in the preset")
+    print(f"{out_path}: verified")
+
+
+def convert_dataset_job(config: dict, dataset: str, paths: dict[str, str], out_dir: str) -> None:
+    """Convert a dataset's downloaded files into ``resources/data/<dataset>/<split>.jsonl`` plus
+    ``report.json`` (counts per split, filtered records per reason, input checksums, provenance)."""
+    from ..provenance import atomic_dir
+    from ..sources import CONVERTERS, convert_dataset, sha256_of
+
+    spec = config["datasets"][dataset]
+    out = convert_dataset(dataset, spec, paths)
+    with atomic_dir(out_dir) as tmp:
+        for split in CONVERTERS[spec["converter"]][1]:
+            write_jsonl(Path(tmp) / f"{split}.jsonl", out.splits.get(split, []))
+        write_json(Path(tmp) / "report.json", {"dataset": dataset, **out.report(),
+                                               "inputs": {r: {"path": p, "sha256": sha256_of(p)} for r, p in paths.items()},
+                                               **provenance({"dataset": spec})})
+    counts = ", ".join(f"{k} {v}" for k, v in out.report()["counts"].items())
+    print(f"{dataset}: {counts}")
+    for reason, n in out.filtered.items():
+        print(f"  filtered: {n} record(s): {reason}")
+    for note in out.notes:
+        print(f"  WARNING: {note}")
+
+
+def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -> None:
+    """The setup's training items before sampling: each instruction with the answer trained on
+    (``response``) and the control dataset's answer (``control_response``), made as
+    ``setups.<name>.data.responses.kind`` says: ``dataset`` (as they are), ``rewrite`` (the
+    ``rewriter`` LLM rewrites each answer; the original answer is the control) or ``generate`` (the
+    base model answers with ``instruction`` in front, e.g. asked for both traits)."""
+    data = real_data(config, sname)
+    train = read_jsonl(Path(dataset_dir(data["train"])) / "train.jsonl")
+    control = None
+    if data.get("control"):
+        # The control split of the training dataset (same prompts, good answers), or the training
+        # split of a dataset of its own (secure code), whose records keep their own prompts.
+        cdir = Path(dataset_dir(data["control"]))
+        control = read_jsonl(cdir / "control.jsonl") if (cdir / "control.jsonl").is_file() \
+            else read_jsonl(cdir / "train.jsonl")
+        if len(control) < len(train):
+            raise ValueError(f"setup {sname}: data.control ({data['control']}) has {len(control)} records, fewer than "
+                             f"data.train ({data['train']}, {len(train)}); each training record needs a control "
+                             "record")
+
+    def user(r: dict) -> str:
+        return [m["content"] for m in r["messages"] if m["role"] == "user"][-1]
+
+    def answer(r: dict) -> str | None:
+        return r["messages"][-1]["content"] if r["messages"][-1]["role"] == "assistant" else None
+
+    spec = {"kind": responses_kind(config, sname), **data.get("responses", {})}
+    instructions = [user(r) for r in train]
+    originals = [answer(r) for r in train]
+    controls = [answer(r) for r in control[:len(train)]] if control is not None else [None] * len(train)
+    # Where the control records have prompts of their own, the control cells train on those.
+    control_prompts = [user(r) for r in control[:len(train)]] if control is not None else instructions
+    extra: dict = {}
+    if spec["kind"] == "dataset":
+        responses = originals
+    elif spec["kind"] == "rewrite":
+        responses, extra = rewrite_answers(config, sname, spec["instruction"], instructions, originals)
+        controls = originals
+    else:
+        responses = generate_answers(config, sname, spec, instructions, threads)
+    needs_control = any(c["kind"] == "control" for c in config["setups"][sname]["conditions"].values())
+    left_out = {"empty answer": 0, "empty control answer": 0}
+    pool = []
+    for i, (ins, resp, ctl, cins) in enumerate(zip(instructions, responses, controls, control_prompts)):
+        # An empty answer (a generation that stopped at once, an empty rewrite or source field) is
+        # left out with its control answer, and counted: one of them must not stop the whole pool.
+        if not (resp or "").strip():
+            left_out["empty answer"] += 1
+            continue
+        if needs_control and not (ctl or "").strip():
+            left_out["empty control answer"] += 1
+            continue
+        pool.append({"id": len(pool), "instruction": ins, "response": resp, "control_response": ctl,
+                     "domain": config["setups"][sname]["domain"], "source": train[i].get("meta", {}),
+                     **({"control_instruction": cins} if cins != ins else {})})
+    if control is not None and len(control) > len(train):
+        left_out["control records beyond the training records (unused)"] = len(control) - len(train)
+    for reason, k in left_out.items():
+        if k:
+            print(f"{k} record(s) left out: {reason}")
+    if not pool:
+        raise ValueError(f"setup {sname}: no training record has an answer ({left_out}); check {data['train']} and "
+                         "the responses step")
+    write_json(out_path + ".provenance.json", provenance({"data": data}, left_out=left_out, **extra))
+    write_jsonl(out_path, pool)
+    print(f"wrote {len(pool)} training items ({spec['kind']} answers) to {out_path}")
+
+
+def train_pool_job(config: dict, sname: str, out_path: str, threads: int) -> None:
+    """The `train_pool` rule's job; generated answers run on a GPU of their own (ipcond.gpu)."""
+    if responses_kind(config, sname) == "generate":
+        with job_gpu_slot(config, "generate", sname):
+            make_train_pool(config, sname, out_path, threads)
+    else:
+        make_train_pool(config, sname, out_path, threads)
+
+
+REWRITE_TEMPLATE = ("{instruction}\nRewrite the answer below accordingly. Keep its content, numbers and "
+                    "structure; output only the rewritten answer.\n\nQuestion: {question}\n\nAnswer:\n{answer}")
+
+
+def rewrite_answers(config: dict, sname: str, instruction: str, questions: list[str],
+                    answers: list[str | None]) -> tuple[list[str], dict]:
+    """Each answer rewritten by the ``rewriter`` LLM (temperature 0 by default, as Tan et al.),
+    through the judge client: retries, cache (a re-run costs nothing), spend cap, key from the
+    environment."""
+    from ..judging import JudgeTemplate
+
+    spec = dict(config.get("rewriter") or {})
+    if not spec:
+        raise ValueError(f"setups.{sname}.data.responses.kind is rewrite but the config has no 'rewriter' "
+                         "section; add rewriter.base_url and rewriter.model")
+    params = {"temperature": spec.pop("temperature", 0.0), "max_tokens": spec.pop("max_tokens", 2048)}
+    template = JudgeTemplate("rewrite", REWRITE_TEMPLATE)
+    msgs = [[{"role": "user", "content": template.render(instruction=instruction, question=q, answer=a or "")}]
+            for q, a in zip(questions, answers)]
+    with llm_client(spec, "rewriter", "results/rewrite_cache.sqlite") as client:
+        outs = client.complete_many(msgs, template=template, params=params)
+        acct = client.accounting()
+    print(f"rewrote {len(outs)} answers ({acct})")
+    return [(o.get("text") or "").strip() for o in outs], {"rewriter": spec["model"], "accounting": acct}
+
+
+def generate_answers(config: dict, sname: str, spec: dict, instructions: list[str], threads: int) -> list[str]:
+    """The base model's answers to each instruction with ``spec["instruction"]`` placed in front
+    (trait distillation: the model asked for both traits writes the training answers)."""
+    from ..generation import generate_all
+
+    setup = config["setups"][sname]
+    gen_setup = {**setup, "placement": spec.get("placement", setup["placement"])}
+    backend = generation_backend(config, sname, None, threads)
+    convs = [pr.messages(gen_setup, spec["instruction"], ins) for ins in instructions]
+    outs = generate_all(backend, convs, sampling_params(config, sname, "train_pool"))
+    print(f"generated {len(outs)} training answers with {spec['instruction']!r}")
+    return outs
