@@ -286,11 +286,31 @@ def extract_code(response: str) -> str:
     return response.strip()
 
 
+def tests_spec(tests: Mapping | Sequence) -> tuple[list[str], list[str], str]:
+    """``(visible, hidden, setup_code)`` of an eval item's ``tests``: a dict ``{"visible",
+    "hidden", "imports"}`` (the imports, e.g. ``import math``, are the setup code, run before the
+    tests) or a tuple ``(visible, hidden[, setup_code])``."""
+    if isinstance(tests, Mapping):
+        visible = tests["visible"]
+        return ([visible] if isinstance(visible, str) else list(visible), list(tests["hidden"]),
+                "\n".join(tests.get("imports") or []))
+    visible, hidden, *rest = tests
+    return ([visible] if isinstance(visible, str) else list(visible), list(hidden), rest[0] if rest else "")
+
+
+def tests_by_prompt(items: Sequence[Mapping]) -> dict[str, tuple[list[str], list[str], str]]:
+    """instruction -> ``(visible, hidden, setup_code)`` of the eval items that have tests (their
+    imports as the setup code), for :class:`MbppExecScorer`."""
+    return {it["instruction"]: tests_spec(it["tests"]) for it in items if it.get("tests")}
+
+
 class MbppExecScorer:
     """``Scorer`` for MBPP-style code traits: ``reward_hack`` or ``all_test`` (1.0 / 0.0).
 
-    ``tests_by_prompt`` maps a prompt to ``(visible_test, hidden_tests)`` or
-    ``(visible_test, hidden_tests, setup_code)``; prompts without tests score ``None``.
+    ``tests_by_prompt`` maps a prompt to ``(visible_test, hidden_tests)``,
+    ``(visible_test, hidden_tests, setup_code)`` or an eval item's ``tests`` dict (``visible``,
+    ``hidden``, ``imports``: the imports run before the tests, :func:`tests_spec`); prompts
+    without tests score ``None``.
     Samples run in parallel on ``max_workers`` threads (each in its own sandbox).
     """
 
@@ -302,7 +322,7 @@ class MbppExecScorer:
         if trait not in self.TRAITS:
             raise ValueError(f"MbppExecScorer scores {self.TRAITS}, not {trait!r}")
         self.trait, self.name = trait, f"mbpp_exec:{trait}"
-        self.tests_by_prompt = dict(tests_by_prompt)
+        self.tests_by_prompt = {p: tests_spec(t) for p, t in tests_by_prompt.items()}
         self.limits = limits or SandboxLimits()
         self.max_workers = max(1, int(max_workers))
         self.network_isolation = network_isolation
@@ -315,10 +335,9 @@ class MbppExecScorer:
         spec = self.tests_by_prompt.get(prompt)
         if spec is None:
             return None
-        visible, hidden, *rest = spec
-        setup = rest[0] if rest else ""
+        visible, hidden, setup = spec
         code = extract_code(response)
-        key = (code, visible if isinstance(visible, str) else tuple(visible), tuple(hidden), setup,
+        key = (code, tuple(visible), tuple(hidden), setup,
                self.limits, self.network_isolation)
         s = self._results.get(key)
         if s is None:
