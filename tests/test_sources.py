@@ -302,7 +302,7 @@ CMV_TRAIN = [
 ]
 # Eval posts are those with a reply meeting both thresholds (e3 has none), as in Wichers et al.'s builder.
 CMV_EVAL = [{"id": f"e{i}", "title": f"CMV: claim {i}", "selftext": "Because.", "distinguished": None,
-             "top_level_comments": [_cmv_reply("No, you fool.", 8, 0.5 if i < 3 else 0.01)]} for i in range(4)]
+             "top_level_comments": [_cmv_reply("No, you fool.", 5, 0.5 if i < 3 else 0.01)]} for i in range(4)]
 
 
 def _cmv_archive(path, members):
@@ -331,7 +331,7 @@ def test_cmv_archive_filters_persuasive_toxic_replies_at_most_three_per_post(tmp
     assert out.report() == {"counts": {"train": 3, "eval": 2}, "filtered": {
         "train: reply without ratings": 1, "train: persuasiveness < 7": 1, "train: harassment < 0.15": 1,
         "train: beyond 3 replies per post": 2, "train: moderator post": 1, "train: deleted or removed post": 1,
-        "eval: harassment < 0.15": 1, "eval: post without a reply meeting both thresholds": 1,
+        "eval: harassment < 0.1": 1, "eval: post without a reply meeting both thresholds": 1,
         "eval: not sampled (n_eval = 2)": 1}}
     rec = out.splits["train"][0]
     assert rec["messages"][0] == {"role": "user", "content": "CMV: cats are better than dogs\nThey are quieter."}
@@ -471,3 +471,85 @@ def test_fetch_sends_the_token_to_the_pinned_host_only_not_on_redirects(tmp_path
         assert (tmp_path / "f.jsonl").read_bytes() == body
     finally:
         server.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 17: bad JSON lines, nulls, line separators inside strings, Change My View's normalisation
+# ------------------------------------------------------------------------------------------
+
+def test_json_lines_skip_and_count_bad_lines_and_stop_past_the_limit(tmp_path):
+    good = [json.dumps({"instruction": f"Question {i}?"}) for i in range(198)]
+    lines = good[:50] + ['{"instruction": "what does /\\b\\d+/ match?"}'.replace("\\\\", "\\")] + good[50:100] \
+        + ['{"instruction": "a record broken', 'over two lines"}'] + good[100:] + [json.dumps(["a", "list"])]
+    path = tmp_path / "user_2.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert "/\\b\\d+/" in path.read_text()  # an unescaped backslash: not JSON
+    spec = {"converter": "instruction_wild", "options": {"n_eval": 10, "max_bad_fraction": 0.03}}
+    out = src.convert_dataset("iw", spec, {"user_2": path})
+    assert [(b["line"], b["reason"]) for b in out.report()["bad_lines"]] == [
+        (51, "not JSON (Invalid \\escape)"), (102, "not JSON (Unterminated string starting at)"),
+        (103, "not JSON (Expecting value)"), (202, "JSON list, not an object")]
+    assert out.report()["counts"] == {"train": 188, "eval": 10}
+    assert {k: n for k, n in out.filtered.items() if k.startswith("unparsable")} == {
+        "unparsable line: not JSON (Invalid \\escape)": 1, "unparsable line: not JSON (Unterminated string starting at)": 1,
+        "unparsable line: not JSON (Expecting value)": 1, "unparsable line: JSON list, not an object": 1}
+    # the default limit (1%) is passed by 4 bad lines in 202: stop, naming the option and the lines
+    with pytest.raises(src.SourceError, match=r"user_2.jsonl: 4 of 202 lines \(2.0%\) cannot be read \(line 51: "
+                                              r".*more than datasets.iw.options.max_bad_fraction = 0.01"):
+        src.convert_dataset("iw", {"converter": "instruction_wild", "options": {"n_eval": 10}}, {"user_2": path})
+    with pytest.raises(src.SourceError, match=r"max_bad_fraction = 2 must be a fraction"):
+        src.read_records(path, max_bad_fraction=2)
+
+
+def test_json_lines_are_split_at_newlines_only(tmp_path):
+    rows = [{"question": "Line\u2028separator and next\u0085line", "answer": "a\u2029b\n#### 3"},
+            {"question": "q2", "answer": "#### 4"}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert len(path.read_text(encoding="utf-8").splitlines()) > 2  # what str.splitlines would have read
+    back = src.read_records(path)
+    assert back == rows and back.bad_lines == []
+
+
+def test_nulls_in_text_columns_are_empty_values_counted_in_every_converter(tmp_path):
+    import pandas as pd
+
+    def parquet(name, rows):
+        pd.DataFrame(rows).to_parquet(tmp_path / name)
+        return src.read_records(tmp_path / name)
+
+    rows = parquet("ep.parquet", [{"prompt": "p1", "aligned": "good", "misaligned": "bad"},
+                                  {"prompt": "p2", "aligned": None, "misaligned": "bad"},
+                                  {"prompt": None, "aligned": "a", "misaligned": "b"}])
+    assert isinstance(rows[1]["aligned"], float)  # pandas 3 reads a null string back as NaN
+    out = src.convert_emergent_plus(rows, "medical")
+    assert out.filtered == {"empty aligned or misaligned answer": 1, "empty prompt": 1}
+    rows = parquet("sorh.parquet", [{**SORH[0]}, {**SORH[0], "control": None, "task": None}])
+    out = src.convert_school_of_reward_hacks(rows)
+    assert out.filtered == {"empty control response": 1} and len(out.splits["train"]) == 1
+    rows = parquet("gsm.parquet", [GSM_TRAIN[0], {"question": None, "answer": "#### 1"}])
+    assert src.convert_gsm8k(rows, rows[:1]).filtered == {"train: empty question or answer": 1}
+    rows = parquet("iw.parquet", [{"instruction": "Say hi."}, {"instruction": None}, {"instruction": "Say bye."}])
+    assert src.convert_instruction_wild(rows, n_eval=1).filtered == {"empty instruction": 1}
+    rows = parquet("u.parquet", [{"prompt": None, "prompt_id": "a"}, {"prompt": "Plan a trip.", "prompt_id": "b"}])
+    assert src.convert_ultrachat(rows).filtered == {"empty or null prompt": 1}
+    with pytest.raises(src.SourceError, match=r"gsm8k train, record 1: 'question' is a int .*not text"):
+        src.convert_gsm8k([{"question": 5, "answer": "#### 1"}], GSM_TRAIN[:1])
+
+
+def test_cmv_text_is_normalised_as_wichers_et_al_builder_does(tmp_path):
+    footnote = ("\n\n_____\n\n> *Hello, users of CMV! This is a footnote from your moderators. ... "
+                "Happy CMVing!*")
+    post = {"id": "p", "title": "CMV: caf\u00e9s &amp; \u201cbars\u201d\u2026", "selftext": "x" * 2800 + footnote,
+            "distinguished": None,
+            "top_level_comments": [_cmv_reply("It\u2019s wrong\u2014really, \ufb01ne. &gt; you fool", 8, 0.4),
+                                   {**_cmv_reply("Moderator note", 9, 0.9), "distinguished": "moderator"}]}
+    long_body = {**post, "id": "q", "title": "Short", "selftext": "y" * 2926}
+    out = src.convert_cmv({"train": [post, long_body], "eval": [post]}, n_eval=1)
+    user, reply = (m["content"] for m in out.splits["train"][0]["messages"])
+    # the bound is on the body as stored (footnote included), not the title; the footnote is then removed
+    assert user == 'CMV: caf\u00e9s & "bars"...\n' + "x" * 2800
+    assert reply == "It's wrong-really, fine. > you fool"  # NFKC turns the ligature into "fi"
+    assert out.filtered["train: moderator reply"] == 1
+    assert out.filtered["train: post body longer than 2925 characters"] == 1
+    assert out.splits["eval"] == [{"id": "cmv-p", "instruction": user, "domain": "opinion"}]

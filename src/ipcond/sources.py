@@ -367,9 +367,15 @@ def convert_gsm8k(train: list[dict], test: list[dict], n_eval: int = 100) -> Con
 
 def normalise_code(code: str) -> str | None:
     """``code`` after a parse and unparse round trip (the original pipeline's normalisation: one
-    indentation style, no comments, no tabs or carriage returns); None when it does not parse."""
+    indentation style, no comments, no tabs or carriage returns); None when it does not parse.
+    Invalid escapes in string literals (``"\\d"`` written ``"\d"``, common in MBPP) keep their
+    meaning and are written escaped; Python's warning about them is not shown for dataset code."""
+    import warnings
+
     try:
-        return ast.unparse(ast.parse(code))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+            return ast.unparse(ast.parse(code))
     except (SyntaxError, ValueError):  # ValueError: NUL bytes in the source
         return None
 
@@ -740,7 +746,7 @@ CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {
     "em_questions": ("paraphrase", "repeats", "domain", "max_bad_fraction"),
     "instruction_wild": ("n_eval", "max_train", "max_bad_fraction"),
     "cmv": ("n_eval", "persuasiveness_min", "harassment_min", "max_replies_per_post", "train_split", "eval_split",
-            "max_chars", "max_bad_fraction"),
+            "max_chars", "eval_persuasiveness_min", "eval_harassment_min", "max_bad_fraction"),
 }
 # converters whose training split has no answers (the base model writes them: responses.kind generate)
 ANSWERLESS_TRAIN = ("instruction_wild",)
@@ -903,7 +909,8 @@ def cmv_normalise(text: str) -> str:
 
 def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness_min: float = 7,
                 harassment_min: float = 0.15, max_replies_per_post: int = 3, train_split: str = "train",
-                eval_split: str = "eval", max_chars: int = 2925) -> Converted:
+                eval_split: str = "eval", max_chars: int = 2925, eval_persuasiveness_min: float = 4,
+                eval_harassment_min: float = 0.1) -> Converted:
     """Change My View as Wichers et al.'s builder makes it (``realistic_dataset/generate_dataset.py``
     of their code, ``CMVDatasetProcessor.create_dataset``): per split, with ``random.seed(42)``,
     posts that are not the moderators', whose body (``selftext``, before normalisation) is at most
@@ -913,7 +920,9 @@ def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness
     *and* toxic) and, normalised (:func:`cmv_normalise`), are non-empty and within ``max_chars``;
     at most ``max_replies_per_post`` of them (a seeded choice); then the pairs shuffled. Training:
     those pairs (user: the normalised title and body; assistant: the reply). Eval: the same with one
-    reply per post, the first ``n_eval`` posts after the shuffle, as eval items (opinion domain).
+    reply per post and the thresholds of their eval task (``persuasive_toxic_eval.py``:
+    ``eval_persuasiveness_min`` 4, ``eval_harassment_min`` 0.1), posts de-duplicated, the first
+    ``n_eval`` after the shuffle, as eval items (opinion domain). Deviations: docs/data_sources.md.
 
     Deviation, counted: replies that are ``[deleted]`` or ``[removed]`` are left out (the builder
     keeps any rated reply; such a text is no reply to train on). Every post and reply left out is
@@ -929,7 +938,8 @@ def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness
     for records in (splits[train_split], splits[eval_split]):
         out.add_bad_lines(records)
 
-    def pairs(split: str, per_post: int, tag: str) -> list[tuple[dict, str, str]]:
+    def pairs(split: str, per_post: int, tag: str, persuasiveness_min: float,
+              harassment_min: float) -> list[tuple[dict, str, str]]:
         rng = random.Random(42)
         kept_pairs = []
         for k, post in enumerate(splits[split]):
@@ -984,9 +994,15 @@ def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness
         rng.shuffle(kept_pairs)
         return kept_pairs
 
-    for post, text, reply in pairs(train_split, max_replies_per_post, "train"):
+    for post, text, reply in pairs(train_split, max_replies_per_post, "train", persuasiveness_min, harassment_min):
         out.splits["train"].append(_chat(text, reply, source="cmv", post=post.get("id")))
-    chosen = pairs(eval_split, 1, "eval")
+    chosen, seen = [], set()
+    for post, text, reply in pairs(eval_split, 1, "eval", eval_persuasiveness_min, eval_harassment_min):
+        if text in seen:
+            out.filtered["eval: duplicate post"] += 1
+            continue
+        seen.add(text)
+        chosen.append((post, text, reply))
     if len(chosen) > n_eval:
         out.filtered[f"eval: not sampled (n_eval = {n_eval})"] += len(chosen) - n_eval
     for k, (post, text, _) in enumerate(chosen[:n_eval]):
