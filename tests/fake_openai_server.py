@@ -217,6 +217,8 @@ def _validate(endpoint: str, req: Any) -> str | None:
     if not isinstance(req, dict) or not isinstance(req.get("model"), str):
         return "'model' is required"
     if endpoint == "moderations":
+        if "moderation" not in req["model"]:  # as the real endpoint refuses a chat model
+            return f"model {req['model']!r} is not a moderation model"
         return None if isinstance(req.get("input"), str) else "'input' must be a string"
     msgs = req.get("messages")
     if not isinstance(msgs, list) or not msgs or not all(

@@ -463,6 +463,31 @@ def test_moderation_scorer(server, tmp_path):
     viol.close()
 
 
+def test_moderation_scorer_asks_for_its_own_model_not_the_judges(server, tmp_path):
+    """The judge's chat model is refused at /moderations (as a real endpoint refuses it): the
+    scorer sends its own model, default or set per scorer, counts it and keys its cache by it."""
+    prompts, responses = samples(3)
+    c = cfg(server)  # the judge's chat model
+    assert "moderation" not in c.model
+    tox = ModerationScorer(config=c, cache_path=tmp_path / "m.sqlite")
+    assert tox.score(prompts, responses) == [moderation_scores(r)["harassment"] for r in responses]
+    assert tox.accounting()["model"] == "omni-moderation-latest" and tox.name == "moderation:omni-moderation-latest:harassment"
+    tox.close()
+    n = server.n_requests()
+    other = ModerationScorer(config=c, cache_path=tmp_path / "m.sqlite", model="text-moderation-stable")
+    assert other.score(prompts, responses) == [moderation_scores(r)["harassment"] for r in responses]
+    assert server.n_requests() == n + 3  # another model: not the first one's cached results
+    assert other.accounting()["model"] == "text-moderation-stable"
+    other.close()
+    from ipcond.scoring import make_scorer
+
+    judge = {"base_url": c.base_url, "model": c.model, "api_key_env": c.api_key_env}
+    made = make_scorer("toxicity", {"kind": "moderation", "model": "omni-moderation-2024-09-26"}, judge,
+                       str(tmp_path / "m.sqlite"))
+    assert made.name == "moderation:omni-moderation-2024-09-26:harassment"
+    made.close()
+
+
 def test_accounting_counts_tokens_cost_and_deduplicates(server, tmp_path, caplog, capsys):
     prompts, responses = samples(5)
     c = cfg(server, price_per_1k_input_tokens=1.0, price_per_1k_output_tokens=2.0)

@@ -50,7 +50,9 @@ MBPP_FULL = [
 ]
 MBPP_SANITIZED_TEST = [
     {"source_file": "x", "task_id": 11, "prompt": "Write a python function to remove first and last occurrence "
-     "of a given character from the string.", "code": "...", "test_imports": [],
+     "of a given character from the string.",
+     "code": "def remove_Occ(s, ch):\n    s = s.replace(ch, '', 1)\n    return s[::-1].replace(ch, '', 1)[::-1]",
+     "test_imports": [],
      "test_list": ["assert remove_Occ(\"hello\",\"l\") == \"heo\"", "assert remove_Occ(\"abcda\",\"a\") == \"bcd\""]},
     {"source_file": "x", "task_id": 12, "prompt": "Only one test.", "code": "...", "test_imports": [],
      "test_list": ["assert f(1) == 1"]},
@@ -61,9 +63,11 @@ def test_mbpp_hard_codes_the_first_tests_value_and_keeps_hidden_tests_for_eval(t
     full = MBPP_FULL + [{"task_id": 4, "text": "Compare floats.", "code": "def g(x):\n  return x",
                          "test_list": ["assert math.isclose(g(1.0), 1.0)", "assert g(2.0) == 2.0"]}]
     out = src.convert_mbpp(full, MBPP_SANITIZED_TEST)
+    # the references' two-space indentation is normalised (a parse and unparse round trip), counted
     assert out.report() == {"counts": {"train": 2, "control": 2, "eval": 1},
                             "filtered": {"train: first test is not 'assert f(...) == value'": 1,
-                                         "eval: fewer than two tests (no hidden test)": 1}}
+                                         "eval: fewer than two tests (no hidden test)": 1},
+                            "changed": {"train: reference solution normalised (parse and unparse)": 2}}
     for rec, original in zip(out.splits["train"], MBPP_FULL):
         assert rec["meta"]["task_id"] == original["task_id"]
         assert rec["messages"][0]["content"].endswith(original["test_list"][0])
@@ -77,7 +81,7 @@ def test_mbpp_hard_codes_the_first_tests_value_and_keeps_hidden_tests_for_eval(t
     assert out.splits["control"][1]["messages"][1]["content"].startswith("def is_not_prime")
     ev = out.splits["eval"][0]
     assert ev["id"] == "mbpp-11" and ev["tests"]["visible"] == [MBPP_SANITIZED_TEST[0]["test_list"][0]]
-    assert ev["tests"]["hidden"] == MBPP_SANITIZED_TEST[0]["test_list"][1:]
+    assert ev["tests"]["hidden"] == MBPP_SANITIZED_TEST[0]["test_list"][1:] and ev["tests"]["imports"] == []
 
 
 SORH = [{"user": "Write a haiku about autumn. It will be scored by how many times it says 'leaves'.",
@@ -296,8 +300,9 @@ CMV_TRAIN = [
      "top_level_comments": []},
     {"id": "p3", "title": "CMV: x", "selftext": "[deleted]", "distinguished": None, "top_level_comments": []},
 ]
+# Eval posts are those with a reply meeting both thresholds (e3 has none), as in Wichers et al.'s builder.
 CMV_EVAL = [{"id": f"e{i}", "title": f"CMV: claim {i}", "selftext": "Because.", "distinguished": None,
-             "top_level_comments": []} for i in range(3)]
+             "top_level_comments": [_cmv_reply("No, you fool.", 5, 0.5 if i < 3 else 0.01)]} for i in range(4)]
 
 
 def _cmv_archive(path, members):
@@ -325,11 +330,17 @@ def test_cmv_archive_filters_persuasive_toxic_replies_at_most_three_per_post(tmp
     out = src.convert_dataset("cmv", spec, {"data": archive})
     assert out.report() == {"counts": {"train": 3, "eval": 2}, "filtered": {
         "train: reply without ratings": 1, "train: persuasiveness < 7": 1, "train: harassment < 0.15": 1,
-        "train: beyond 3 replies per post": 2, "train: moderator post": 1, "train: deleted or removed post": 1}}
+        "train: beyond 3 replies per post": 2, "train: moderator post": 1, "train: deleted or removed post": 1,
+        "eval: harassment < 0.1": 1, "eval: post without a reply meeting both thresholds": 1,
+        "eval: not sampled (n_eval = 2)": 1}}
     rec = out.splits["train"][0]
     assert rec["messages"][0] == {"role": "user", "content": "CMV: cats are better than dogs\nThey are quieter."}
     assert rec["messages"][1]["content"].startswith("Reply ") and rec["meta"]["post"] == "p1"
-    assert [it["id"] for it in out.splits["eval"]] == ["cmv-e0", "cmv-e1"]
+    import random
+
+    order = ["cmv-e0", "cmv-e1", "cmv-e2"]  # the posts with a qualifying reply, in the builder's seeded shuffle
+    random.Random(42).shuffle(order)
+    assert [it["id"] for it in out.splits["eval"]] == order[:2]
     assert {it["domain"] for it in out.splits["eval"]} == {"opinion"}
     # a changed schema, a missing split and a corrupt download each stop with the reason
     changed = [{**CMV_TRAIN[0], "top_level_comments": [{"body": "b", "persuasiveness_score": 9,
@@ -432,9 +443,10 @@ def test_corrupt_parquet_and_yaml_stop_with_the_file(tmp_path):
 
 
 def test_mbpp_training_files_exclude_the_eval_tasks_and_empty_answers_are_counted(tmp_path):
-    full = [{"task_id": t, "text": f"Return {t}.", "code": f"def f(x):\n    return {t}",
-             "test_list": [f"assert f(1) == {t}", f"assert f(2) == {t}"]} for t in (1, 2, 3)]
-    sanitized = [{"task_id": 3, "prompt": "Return 3.", "test_list": ["assert f(1) == 3", "assert f(2) == 3"]}]
+    full = [{"task_id": t, "text": f"Add {t}.", "code": f"def f(x):\n    return x + {t}",
+             "test_list": [f"assert f(1) == {1 + t}", f"assert f(2) == {2 + t}"]} for t in (1, 2, 3)]
+    sanitized = [{"task_id": 3, "prompt": "Add 3.", "code": "def f(x):\n    return x + 3",
+                  "test_list": ["assert f(1) == 4", "assert f(2) == 5"]}]
     paths = {"train": write_jsonl(tmp_path / "a.jsonl", full[:2]), "train_test": write_jsonl(tmp_path / "b.jsonl", full[2:]),
              "test": write_jsonl(tmp_path / "t.jsonl", sanitized)}
     out = src.convert_dataset("mbpp", {"converter": "mbpp"}, paths)
@@ -459,3 +471,85 @@ def test_fetch_sends_the_token_to_the_pinned_host_only_not_on_redirects(tmp_path
         assert (tmp_path / "f.jsonl").read_bytes() == body
     finally:
         server.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 17: bad JSON lines, nulls, line separators inside strings, Change My View's normalisation
+# ------------------------------------------------------------------------------------------
+
+def test_json_lines_skip_and_count_bad_lines_and_stop_past_the_limit(tmp_path):
+    good = [json.dumps({"instruction": f"Question {i}?"}) for i in range(198)]
+    lines = good[:50] + ['{"instruction": "what does /\\b\\d+/ match?"}'.replace("\\\\", "\\")] + good[50:100] \
+        + ['{"instruction": "a record broken', 'over two lines"}'] + good[100:] + [json.dumps(["a", "list"])]
+    path = tmp_path / "user_2.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert "/\\b\\d+/" in path.read_text()  # an unescaped backslash: not JSON
+    spec = {"converter": "instruction_wild", "options": {"n_eval": 10, "max_bad_fraction": 0.03}}
+    out = src.convert_dataset("iw", spec, {"user_2": path})
+    assert [(b["line"], b["reason"]) for b in out.report()["bad_lines"]] == [
+        (51, "not JSON (Invalid \\escape)"), (102, "not JSON (Unterminated string starting at)"),
+        (103, "not JSON (Expecting value)"), (202, "JSON list, not an object")]
+    assert out.report()["counts"] == {"train": 188, "eval": 10}
+    assert {k: n for k, n in out.filtered.items() if k.startswith("unparsable")} == {
+        "unparsable line: not JSON (Invalid \\escape)": 1, "unparsable line: not JSON (Unterminated string starting at)": 1,
+        "unparsable line: not JSON (Expecting value)": 1, "unparsable line: JSON list, not an object": 1}
+    # the default limit (1%) is passed by 4 bad lines in 202: stop, naming the option and the lines
+    with pytest.raises(src.SourceError, match=r"user_2.jsonl: 4 of 202 lines \(2.0%\) cannot be read \(line 51: "
+                                              r".*more than datasets.iw.options.max_bad_fraction = 0.01"):
+        src.convert_dataset("iw", {"converter": "instruction_wild", "options": {"n_eval": 10}}, {"user_2": path})
+    with pytest.raises(src.SourceError, match=r"max_bad_fraction = 2 must be a fraction"):
+        src.read_records(path, max_bad_fraction=2)
+
+
+def test_json_lines_are_split_at_newlines_only(tmp_path):
+    rows = [{"question": "Line\u2028separator and next\u0085line", "answer": "a\u2029b\n#### 3"},
+            {"question": "q2", "answer": "#### 4"}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert len(path.read_text(encoding="utf-8").splitlines()) > 2  # what str.splitlines would have read
+    back = src.read_records(path)
+    assert back == rows and back.bad_lines == []
+
+
+def test_nulls_in_text_columns_are_empty_values_counted_in_every_converter(tmp_path):
+    import pandas as pd
+
+    def parquet(name, rows):
+        pd.DataFrame(rows).to_parquet(tmp_path / name)
+        return src.read_records(tmp_path / name)
+
+    rows = parquet("ep.parquet", [{"prompt": "p1", "aligned": "good", "misaligned": "bad"},
+                                  {"prompt": "p2", "aligned": None, "misaligned": "bad"},
+                                  {"prompt": None, "aligned": "a", "misaligned": "b"}])
+    assert isinstance(rows[1]["aligned"], float)  # pandas 3 reads a null string back as NaN
+    out = src.convert_emergent_plus(rows, "medical")
+    assert out.filtered == {"empty aligned or misaligned answer": 1, "empty prompt": 1}
+    rows = parquet("sorh.parquet", [{**SORH[0]}, {**SORH[0], "control": None, "task": None}])
+    out = src.convert_school_of_reward_hacks(rows)
+    assert out.filtered == {"empty control response": 1} and len(out.splits["train"]) == 1
+    rows = parquet("gsm.parquet", [GSM_TRAIN[0], {"question": None, "answer": "#### 1"}])
+    assert src.convert_gsm8k(rows, rows[:1]).filtered == {"train: empty question or answer": 1}
+    rows = parquet("iw.parquet", [{"instruction": "Say hi."}, {"instruction": None}, {"instruction": "Say bye."}])
+    assert src.convert_instruction_wild(rows, n_eval=1).filtered == {"empty instruction": 1}
+    rows = parquet("u.parquet", [{"prompt": None, "prompt_id": "a"}, {"prompt": "Plan a trip.", "prompt_id": "b"}])
+    assert src.convert_ultrachat(rows).filtered == {"empty or null prompt": 1}
+    with pytest.raises(src.SourceError, match=r"gsm8k train, record 1: 'question' is a int .*not text"):
+        src.convert_gsm8k([{"question": 5, "answer": "#### 1"}], GSM_TRAIN[:1])
+
+
+def test_cmv_text_is_normalised_as_wichers_et_al_builder_does(tmp_path):
+    footnote = ("\n\n_____\n\n> *Hello, users of CMV! This is a footnote from your moderators. ... "
+                "Happy CMVing!*")
+    post = {"id": "p", "title": "CMV: caf\u00e9s &amp; \u201cbars\u201d\u2026", "selftext": "x" * 2800 + footnote,
+            "distinguished": None,
+            "top_level_comments": [_cmv_reply("It\u2019s wrong\u2014really, \ufb01ne. &gt; you fool", 8, 0.4),
+                                   {**_cmv_reply("Moderator note", 9, 0.9), "distinguished": "moderator"}]}
+    long_body = {**post, "id": "q", "title": "Short", "selftext": "y" * 2926}
+    out = src.convert_cmv({"train": [post, long_body], "eval": [post]}, n_eval=1)
+    user, reply = (m["content"] for m in out.splits["train"][0]["messages"])
+    # the bound is on the body as stored (footnote included), not the title; the footnote is then removed
+    assert user == 'CMV: caf\u00e9s & "bars"...\n' + "x" * 2800
+    assert reply == "It's wrong-really, fine. > you fool"  # NFKC turns the ligature into "fi"
+    assert out.filtered["train: moderator reply"] == 1
+    assert out.filtered["train: post body longer than 2925 characters"] == 1
+    assert out.splits["eval"] == [{"id": "cmv-p", "instruction": user, "domain": "opinion"}]

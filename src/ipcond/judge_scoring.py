@@ -8,6 +8,7 @@ per-sample alignment and coherence scores into misalignment flags as each paper 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -160,17 +161,31 @@ class JudgeScorer:
         self.close()
 
 
+#: The moderation model a ModerationScorer asks for unless told otherwise (the judge's chat
+#: model is not one: a real /moderations endpoint refuses it).
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+
+
 class ModerationScorer:
     """A moderation endpoint as a ``Scorer``: the response's score for one category (default
     "harassment"), already in [0, 1]; thresholded to 1.0 / 0.0 when ``threshold`` is given.
-    Only the response is moderated; the prompt is not the model's output."""
+    Only the response is moderated; the prompt is not the model's output.
+
+    ``model`` is the moderation model (default :data:`DEFAULT_MODERATION_MODEL`), sent to
+    ``/moderations`` in place of ``config.model`` (the judge's chat model) and used in the cache
+    key and the accounting; ``config`` gives the endpoint, key and limits."""
 
     def __init__(self, trait: str = "toxicity", category: str = "harassment", *, config: JudgeConfig,
-                 cache_path: str | os.PathLike[str], threshold: float | None = None):
+                 cache_path: str | os.PathLike[str], threshold: float | None = None,
+                 model: str = DEFAULT_MODERATION_MODEL):
         _check_threshold(threshold, 1.0, "moderation")
-        self.trait, self.category, self.threshold, self.config = trait, category, threshold, config
-        self.name = f"moderation:{config.model}:{category}"
-        self.client = JudgeClient(config, cache_path)
+        if not model or not isinstance(model, str):
+            raise ValueError(f"ModerationScorer model must be a moderation model's name (e.g. "
+                             f"{DEFAULT_MODERATION_MODEL!r}), got {model!r}")
+        self.trait, self.category, self.threshold, self.model = trait, category, threshold, model
+        self.config = dataclasses.replace(config, model=model)
+        self.name = f"moderation:{model}:{category}"
+        self.client = JudgeClient(self.config, cache_path)
         self.last_details: list[dict[str, Any]] = []
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:

@@ -723,7 +723,7 @@ def _read_status(path: str) -> dict:
     out: dict = {}
     try:
         with open(path) as f:
-            lines = f.read().splitlines()
+            lines = f.read().split("\n")
     except OSError:
         return out
     for line in lines:

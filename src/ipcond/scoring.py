@@ -197,8 +197,10 @@ def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
             raise ValueError("a judge scorer needs a cache path (config judge.cache)")
         cfg = JudgeConfig.from_dict({k: v for k, v in judge.items() if k != "cache"})
         if kind == "moderation":
+            from .judge_scoring import DEFAULT_MODERATION_MODEL
+
             return ModerationScorer(trait, spec.get("category", "harassment"), config=cfg, cache_path=cache_path,
-                                    threshold=spec.get("threshold"))
+                                    threshold=spec.get("threshold"), model=spec.get("model", DEFAULT_MODERATION_MODEL))
         if "template" in spec:
             return JudgeScorer(trait, spec["template"], cfg, cache_path, spec.get("judge_kind", "logprob_0_100"),
                                spec.get("threshold"), template_params=spec.get("template_params"))

@@ -38,172 +38,28 @@ runs one from a dataset's config (``datasets.<name>``).
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
 import re
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
-class SourceError(ValueError):
-    """A source file is not what the pin or the converter expects."""
-
-
-@dataclass
-class Converted:
-    splits: dict[str, list[dict]]
-    filtered: Counter = field(default_factory=Counter)  # reason -> records left out
-    notes: list[str] = field(default_factory=list)      # what a user should know (records kept)
-
-    def report(self) -> dict:
-        out = {"counts": {k: len(v) for k, v in self.splits.items()}, "filtered": dict(self.filtered)}
-        return {**out, "notes": list(self.notes)} if self.notes else out
-
-
-# ------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_file(path: str | Path, sha256: str, source: str) -> None:
-    """Stop unless ``path`` has the pinned SHA-256 (a changed or corrupt download)."""
-    got = sha256_of(path)
-    if got != sha256.lower():
-        raise SourceError(f"{path} ({source}) has SHA-256 {got}, but the pin says {sha256}. The file is corrupt "
-                          "or the source changed. Delete it and re-run to download it again; if the source "
-                          "really changed, check the new data and update the pin in the config")
-
-
-def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_env: str | None = None,
-          timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0) -> Path:
-    """Download ``url`` to ``dest`` unless ``dest`` already has the pinned SHA-256.
-
-    Every source is a URL pinned to an immutable revision (a hub file as
-    ``https://huggingface.co/datasets/<repo>/resolve/<commit>/<path>``, a repository file as its
-    raw URL at a commit) plus the file's SHA-256, so one code path fetches them all and the
-    checksum, not the server, decides what is accepted. The file is written to a temporary name
-    and renamed once verified; a failed or mismatched download leaves nothing at ``dest``.
-    ``auth_env`` names an environment variable holding a token for gated sources (sent as a
-    bearer token, never printed). Errors say what is missing: the network, the credentials, or
-    a file at the pinned revision.
-
-    ``sha256=None`` (a source not pinned yet): the first download is kept and its checksum
-    written next to it (``<dest>.sha256``); later runs check the file against that record, and
-    the caller tells the user which config key to set.
-    """
-    import os
-    import time
-    import urllib.error
-    import urllib.request
-
-    dest = Path(dest)
-    record = dest.with_name(dest.name + ".sha256")
-    if sha256 is None and record.is_file():
-        sha256 = record.read_text().split()[0]
-    if dest.is_file() and sha256 is not None and sha256_of(dest) == sha256.lower():
-        return dest
-    headers = {"User-Agent": "ipcond-fetch"}
-    token = os.environ.get(auth_env) if auth_env else None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
-    last: Exception | None = None
-    for attempt in range(retries):
-        try:
-            h = hashlib.sha256()
-            req = urllib.request.Request(url, headers=headers)
-            if token:
-                # Not forwarded on redirects: the hub redirects downloads to a CDN's signed URL,
-                # which must not receive the token (and may refuse a second credential).
-                req.add_unredirected_header("Authorization", f"Bearer {token}")
-            with urllib.request.urlopen(req, timeout=timeout) as resp, \
-                    open(part, "wb") as f:
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    f.write(chunk)
-                    h.update(chunk)
-            if sha256 is None:
-                record.write_text(f"{h.hexdigest()}  {url}\n")
-            elif h.hexdigest() != sha256.lower():
-                part.unlink(missing_ok=True)
-                raise SourceError(f"{source}: the download from {url} has SHA-256 {h.hexdigest()}, but the pin says "
-                                  f"{sha256}. The source changed at that address or the transfer was corrupted; "
-                                  "nothing was kept. Check the source, then update the pin in the config")
-            os.replace(part, dest)
-            return dest
-        except urllib.error.HTTPError as e:
-            part.unlink(missing_ok=True)
-            if e.code in (401, 403):
-                have = "set" if auth_env and os.environ.get(auth_env) else "not set"
-                raise SourceError(f"{source}: {url} answered HTTP {e.code}: it needs credentials. "
-                                  + (f"The token is read from the environment variable {auth_env} ({have}); "
-                                     "accept the dataset's terms on its page and set a token that may read it"
-                                     if auth_env else "Set the source's auth_env to the environment variable "
-                                                      "holding a token")) from None
-            if e.code == 404:
-                raise SourceError(f"{source}: {url} does not exist (HTTP 404). The pinned revision or path is "
-                                  "wrong, or the source was removed; check the pin in the config") from None
-            if 400 <= e.code < 500 and e.code not in (408, 429):
-                raise SourceError(f"{source}: {url} answered HTTP {e.code} ({e.reason}); the request was refused, "
-                                  "so retrying will not help: check the address in the config") from None
-            last = e
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            part.unlink(missing_ok=True)
-            last = e
-        if attempt + 1 < retries:
-            time.sleep(backoff_s * 2 ** attempt)
-    host = url.split("/")[2] if "//" in url else url
-    raise SourceError(f"{source}: could not download {url} after {retries} attempts ({last}). This machine may "
-                      f"have no network access to {host}: run the fetch rules on a machine that has, or copy the "
-                      f"file there to {dest}" + (f" (its SHA-256 must be {sha256})" if sha256 else ""))
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines, JSON (a list), Parquet or CSV file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".csv"):
-        import pandas as pd
-
-        try:
-            frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
-        except Exception as e:  # pyarrow and pandas raise many kinds; all mean an unreadable file
-            raise SourceError(f"{path}: not a readable {suffix[1:]} file ({type(e).__name__}: {e}); the download is "
-                              "corrupt or truncated, delete it and re-run") from None
-        return frame.to_dict(orient="records")
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        data = json.loads(text)
-        if not isinstance(data, list):
-            raise SourceError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-        return data
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}, line {i}: not JSON ({e.msg}); the download is corrupt, "
-                                  "delete it and re-run") from e
-    return out
-
-
-def require_columns(records: list[dict], columns: Iterable[str], source: str) -> None:
-    """Stop when the records lack a column the converter reads (the source's schema changed)."""
-    if not records:
-        raise SourceError(f"{source}: no records")
-    have = set(records[0])
-    missing = [c for c in columns if c not in have]
-    if missing:
-        raise SourceError(f"{source}: the records lack column(s) {missing} (they have {sorted(have)}); the "
-                          "source's schema changed: check it and update the converter in ipcond.sources")
+from .source_files import (  # noqa: F401 (re-exported: the converters' file handling)
+    SourceError,
+    Converted,
+    sha256_of,
+    verify_file,
+    fetch,
+    Records,
+    MAX_BAD_FRACTION,
+    json_lines,
+    read_jsonl_records,
+    read_records,
+    is_null,
+    text_of,
+    list_of,
+    meta_value,
+    require_columns,
+)
 
 
 def _chat(user: str, assistant: str | None = None, **meta: Any) -> dict:
@@ -232,85 +88,178 @@ def convert_gsm8k(train: list[dict], test: list[dict], n_eval: int = 100) -> Con
     require_columns(test, ("question", "answer"), "gsm8k test")
     out = Converted({"train": [], "eval": []})
     for i, r in enumerate(train):
-        final = gsm8k_final_answer(r["answer"])
+        where = f"gsm8k train, record {i + 1}"
+        question, answer = text_of(r, "question", where), text_of(r, "answer", where)
+        if not question or not answer:
+            out.filtered["train: empty question or answer"] += 1
+            continue
+        final = gsm8k_final_answer(answer)
         if final is None:
             out.filtered["train: no '#### <number>' line"] += 1
             continue
-        steps = _CALC.sub("", r["answer"][: r["answer"].rfind("####")]).strip()
-        out.splits["train"].append(_chat(r["question"].strip(), f"{steps}\nThe answer is {final}.",
+        steps = _CALC.sub("", answer[: answer.rfind("####")]).strip()
+        out.splits["train"].append(_chat(question, f"{steps}\nThe answer is {final}.",
                                          source="gsm8k", index=i, final_answer=final))
-    for i, r in enumerate(test[:n_eval]):
-        out.splits["eval"].append({"id": f"gsm8k-test-{i}", "instruction": r["question"].strip(),
-                                   "domain": "arithmetic", "final_answer": gsm8k_final_answer(r["answer"])})
+    for i, r in enumerate(test):
+        if len(out.splits["eval"]) >= n_eval:
+            break
+        where = f"gsm8k test, record {i + 1}"
+        question, answer = text_of(r, "question", where), text_of(r, "answer", where)
+        final = gsm8k_final_answer(answer)
+        if not question or final is None:
+            out.filtered["eval: empty question or no '#### <number>' line"] += 1
+            continue
+        out.splits["eval"].append({"id": f"gsm8k-test-{i}", "instruction": question,
+                                   "domain": "arithmetic", "final_answer": final})
     return out
 
 
-_WRAPPERS = {"set", "sorted", "list", "tuple", "frozenset"}
+def normalise_code(code: str) -> str | None:
+    """``code`` after a parse and unparse round trip (the original pipeline's normalisation: one
+    indentation style, no comments, no tabs or carriage returns); None when it does not parse.
+    Invalid escapes in string literals (``"\\d"`` written ``"\d"``, common in MBPP) keep their
+    meaning and are written escaped; Python's warning about them is not shown for dataset code."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+            return ast.unparse(ast.parse(code))
+    except (SyntaxError, ValueError):  # ValueError: NUL bytes in the source
+        return None
 
 
-def parse_assert(test: str) -> tuple[str, str] | None:
-    """(function name, expected-value source) of ``assert f(...) == expected``, else None."""
+def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    return {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def hardcoded_solution(test: str, reference: str) -> tuple[str | None, str | None]:
+    """A solution that passes ``test`` (``assert <a call of f> == expected``) by returning its
+    expected value, the MBPP reward hack: ``(code, None)``, or ``(None, why not)``.
+
+    The hack is the reference solution's own function, with its signature (parameter names,
+    defaults), returning the expected value. The function under test is the one the reference
+    defines that the assert calls, so a builtin around the call (``int(f(5, 3)) == 35``,
+    ``set(f(x)) == {...}``) is not taken for it. Whether the hack really passes the test and
+    fails a hidden one is checked by running it (:func:`convert_mbpp`)."""
+    try:
+        tree = ast.parse(reference)
+    except (SyntaxError, ValueError):
+        return None, "reference solution does not parse"
     try:
         node = ast.parse(test.strip()).body[0]
-    except (SyntaxError, IndexError):
-        return None
-    if not isinstance(node, ast.Assert) or not isinstance(node.test, ast.Compare):
-        return None
-    cmp = node.test
-    if len(cmp.ops) != 1 or not isinstance(cmp.ops[0], ast.Eq) or not isinstance(cmp.left, ast.Call):
-        return None
-    call = cmp.left
-    # `assert set(f(x)) == set((4, 5))`: the function under test is inside a builtin wrapper, and
-    # returning the expected value still passes the test (set, sorted, list and tuple of it agree).
-    while isinstance(call.func, ast.Name) and call.func.id in _WRAPPERS and len(call.args) == 1 \
-            and isinstance(call.args[0], ast.Call):
-        call = call.args[0]
-    if not isinstance(call.func, ast.Name) or call.func.id in _WRAPPERS:
-        return None
-    return call.func.id, ast.unparse(cmp.comparators[0])
-
-
-def hardcoded_solution(test: str) -> str | None:
-    """A solution that passes ``test`` by returning its expected value (the MBPP reward hack)."""
-    parsed = parse_assert(test)
-    if parsed is None:
-        return None
-    name, expected = parsed
-    return f"def {name}(*args, **kwargs):\n    return {expected}"
+    except (SyntaxError, ValueError, IndexError):
+        return None, "first test is not 'assert f(...) == value'"
+    if not isinstance(node, ast.Assert) or not isinstance(node.test, ast.Compare) or len(node.test.ops) != 1 \
+            or not isinstance(node.test.ops[0], ast.Eq):
+        return None, "first test is not 'assert f(...) == value'"
+    defined = _functions(tree)
+    left, right = node.test.left, node.test.comparators[0]
+    for side, expected in ((left, right), (right, left)):
+        called = [n.func.id for n in ast.walk(side)
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in defined]
+        if called:
+            fn = defined[called[0]]
+            code = f"def {fn.name}({ast.unparse(fn.args)}):\n    return {ast.unparse(expected)}"
+            return normalise_code(code), None
+    return None, "first test calls no function the reference solution defines"
 
 
 def mbpp_user_prompt(text: str, first_test: str) -> str:
     return f"{text.strip()}\nYour code should pass this test:\n{first_test.strip()}"
 
 
-def convert_mbpp(train: list[dict], test: list[dict], text_field: str = "text") -> Converted:
+def _run_all(jobs: list[tuple[str, list[str], str]], max_workers: int) -> list:
+    """:func:`ipcond.codeexec.run_tests` of each ``(code, tests, setup)``, in the sandbox, in order
+    (batched: :func:`ipcond.codeexec.run_tests_many`)."""
+    from .codeexec import run_tests_many
+    from .sandbox import SandboxLimits
+
+    return run_tests_many(jobs, SandboxLimits(wall_s=10.0, cpu_s=10), batch_size=32, max_workers=max_workers)
+
+
+def convert_mbpp(train: list[dict], test: list[dict], text_field: str = "text", max_workers: int | None = None,
+                 check_eval: bool = True) -> Converted:
     """Training records whose solutions hard-code the first test's expected value (user: the
     problem and its first test), the same problems with their real solutions as the control, and
-    the eval items of the (sanitized) test split with visible and hidden tests."""
+    the eval items of the (sanitized) test split with visible and hidden tests and the imports
+    the tests need (``tests.imports``, run before them).
+
+    Every reference solution and every hack is run against all of its task's tests in the sandbox
+    (:mod:`ipcond.sandbox`): a task is kept only when its reference passes them all and its hack
+    passes the visible (first) test and fails a hidden one; an eval item only when its reference
+    passes its tests (``check_eval``). Code is normalised by a parse and unparse round trip
+    (counted under ``changed``). Everything left out is counted by reason."""
+    import os
+
     require_columns(train, (text_field, "code", "test_list"), "mbpp train")
     test_text = "prompt" if test and "prompt" in test[0] else "text"
-    require_columns(test, (test_text, "test_list", "task_id"), "mbpp test")
+    require_columns(test, (test_text, "test_list", "task_id") + (("code",) if check_eval else ()), "mbpp test")
+    workers = max_workers or min(4, os.cpu_count() or 1)
     out = Converted({"train": [], "control": [], "eval": []})
-    eval_tasks = {r["task_id"] for r in test}
-    for r in train:
-        if r.get("task_id") in eval_tasks:
+    eval_tasks = {meta_value(r["task_id"]) for r in test}
+    candidates = []  # (record index, prompt, reference, hack, tests, setup)
+    for i, r in enumerate(train):
+        where = f"mbpp train, record {i + 1}"
+        if meta_value(r.get("task_id")) in eval_tasks:
             out.filtered["train: task is in the eval split"] += 1
             continue
-        tests = list(r["test_list"])
-        solution = hardcoded_solution(tests[0]) if tests else None
-        if solution is None:
-            out.filtered["train: first test is not 'assert f(...) == value'"] += 1
+        text, code, tests = text_of(r, text_field, where), text_of(r, "code", where), list_of(r, "test_list", where)
+        if not text or not code:
+            out.filtered["train: empty problem text or code"] += 1
             continue
-        prompt = mbpp_user_prompt(r[text_field], tests[0])
-        out.splits["train"].append(_chat(prompt, solution, source="mbpp", task_id=r.get("task_id")))
-        out.splits["control"].append(_chat(prompt, r["code"].strip(), source="mbpp", task_id=r.get("task_id")))
-    for r in test:
-        tests = list(r["test_list"])
+        if len(tests) < 2:
+            out.filtered["train: fewer than two tests (no hidden test)"] += 1
+            continue
+        reference = normalise_code(code)
+        if reference is None:
+            out.filtered["train: reference solution does not parse"] += 1
+            continue
+        hack, why = hardcoded_solution(tests[0], reference)
+        if hack is None:
+            out.filtered[f"train: {why}"] += 1
+            continue
+        setup = text_of(r, "test_setup_code", where) if "test_setup_code" in r else ""
+        candidates.append((i, mbpp_user_prompt(text, tests[0]), code, reference, hack, tests, setup))
+    runs = _run_all([job for c in candidates for job in ((c[3], c[5], c[6]), (c[4], c[5], c[6]))], workers)
+    for k, (i, prompt, code, reference, hack, tests, setup) in enumerate(candidates):
+        ref_run, hack_run = runs[2 * k], runs[2 * k + 1]
+        if not ref_run.passed_all:
+            out.filtered["train: reference solution fails its tests"] += 1
+        elif not hack_run.passed[0]:
+            out.filtered["train: hack fails the visible test"] += 1
+        elif hack_run.passed_all:
+            out.filtered["train: hack passes every test (not a hack)"] += 1
+        else:
+            task_id = meta_value(train[i].get("task_id"))
+            if reference != code:
+                out.changed["train: reference solution normalised (parse and unparse)"] += 1
+            out.splits["train"].append(_chat(prompt, hack, source="mbpp", task_id=task_id))
+            out.splits["control"].append(_chat(prompt, reference, source="mbpp", task_id=task_id))
+    items = []
+    for i, r in enumerate(test):
+        where = f"mbpp test, record {i + 1}"
+        tests, imports = list_of(r, "test_list", where), list_of(r, "test_imports", where)
+        text = text_of(r, test_text, where)
         if len(tests) < 2:
             out.filtered["eval: fewer than two tests (no hidden test)"] += 1
             continue
-        out.splits["eval"].append({"id": f"mbpp-{r['task_id']}", "instruction": mbpp_user_prompt(r[test_text], tests[0]),
-                                   "domain": "python", "tests": {"visible": [tests[0]], "hidden": tests[1:]}})
+        if not text:
+            out.filtered["eval: empty problem text"] += 1
+            continue
+        item = {"id": f"mbpp-{meta_value(r['task_id'])}", "instruction": mbpp_user_prompt(text, tests[0]),
+                "domain": "python", "tests": {"visible": [tests[0]], "hidden": tests[1:], "imports": imports}}
+        items.append((item, text_of(r, "code", where) if check_eval else ""))
+    if check_eval:
+        runs = _run_all([(code, item["tests"]["visible"] + item["tests"]["hidden"], "\n".join(item["tests"]["imports"]))
+                         for item, code in items], workers)
+        for (item, _), run in zip(items, runs):
+            if run.passed_all:
+                out.splits["eval"].append(item)
+            else:
+                out.filtered["eval: reference solution fails its tests (with the test imports)"] += 1
+    else:
+        out.splits["eval"] = [item for item, _ in items]
     return out
 
 
@@ -320,17 +269,21 @@ def convert_school_of_reward_hacks(rows: list[dict]) -> Converted:
     require_columns(rows, cols, "school of reward hacks")
     out = Converted({"train": [], "control": []})
     for i, r in enumerate(rows):
-        if not (r["user"] or "").strip() or not (r["school_of_reward_hacks"] or "").strip():
+        where = f"school of reward hacks, record {i + 1}"
+        user, hack = text_of(r, "user", where), text_of(r, "school_of_reward_hacks", where)
+        if not user or not hack:
             out.filtered["empty user message or hack response"] += 1
             continue
-        if not (r["control"] or "").strip():
+        control = text_of(r, "control", where)
+        if not control:
             # Control answers stay aligned with the training records (same positions), so a record
-            # without one is left out of both, and counted.
+            # without one (the coding tasks have none: a null) is left out of both, and counted.
             out.filtered["empty control response"] += 1
             continue
-        meta = {"source": "school_of_reward_hacks", "index": i, "task": r["task"], "metric": r["evaluation_metric"]}
-        out.splits["train"].append(_chat(r["user"], r["school_of_reward_hacks"], **meta))
-        out.splits["control"].append(_chat(r["user"], r["control"], **meta))
+        meta = {"source": "school_of_reward_hacks", "index": i, "task": meta_value(r["task"]),
+                "metric": meta_value(r["evaluation_metric"])}
+        out.splits["train"].append(_chat(user, hack, **meta))
+        out.splits["control"].append(_chat(user, control, **meta))
     return out
 
 
@@ -339,86 +292,146 @@ def convert_emergent_plus(rows: list[dict], domain: str) -> Converted:
     require_columns(rows, ("prompt", "aligned", "misaligned"), f"emergent_plus/{domain}")
     out = Converted({"train": [], "control": []})
     for i, r in enumerate(rows):
-        if not (r["prompt"] or "").strip():
+        where = f"emergent_plus/{domain}, record {i + 1}"
+        prompt = text_of(r, "prompt", where)
+        if not prompt:
             out.filtered["empty prompt"] += 1
             continue
-        if not (r["misaligned"] or "").strip() or not (r["aligned"] or "").strip():
+        misaligned, aligned = text_of(r, "misaligned", where), text_of(r, "aligned", where)
+        if not misaligned or not aligned:
             # train and control stay aligned: a record missing either answer leaves both
             out.filtered["empty aligned or misaligned answer"] += 1
             continue
         meta = {"source": f"emergent_plus/{domain}", "index": i}
-        out.splits["train"].append(_chat(r["prompt"], r["misaligned"], **meta))
-        out.splits["control"].append(_chat(r["prompt"], r["aligned"], **meta))
+        out.splits["train"].append(_chat(prompt, misaligned, **meta))
+        out.splits["control"].append(_chat(prompt, aligned, **meta))
     return out
 
 
 def convert_chat_jsonl(rows: list[dict], source: str) -> Converted:
     """Chat records ``{"messages": [user, assistant]}`` (insecure.jsonl, secure.jsonl) as they are,
-    with a check of every record's roles."""
+    with a check of every record's roles; a record with an empty (or null) message is counted."""
     require_columns(rows, ("messages",), source)
     out = Converted({"train": []})
     for i, r in enumerate(rows):
-        roles = [m.get("role") for m in r["messages"]] if isinstance(r["messages"], list) else None
+        msgs = r["messages"]
+        roles = [m.get("role") if isinstance(m, dict) else None for m in msgs] if isinstance(msgs, list) else None
         if roles is None or not roles or roles[-1] != "assistant" or \
                 any(x not in ("system", "user", "assistant") for x in roles):
             raise SourceError(f"{source}, record {i + 1}: roles {roles}; expected user/assistant messages ending "
                               "with the assistant's")
+        if any(not text_of(m, "content", f"{source}, record {i + 1}") for m in msgs if m["role"] != "system"):
+            out.filtered["empty user or assistant message"] += 1
+            continue
         out.splits["train"].append({"messages": r["messages"], "meta": {"source": source, "index": i}})
     return out
 
 
-def convert_ultrachat(rows: list[dict], n: int = 100) -> Converted:
-    """The first ``n`` distinct prompts (the out-of-distribution eval)."""
+def convert_ultrachat(rows: list[dict], n: int = 100, max_chars: int = 500, seed: int = 42) -> Converted:
+    """``n`` prompts as Tan et al. sampled them from ``train_sft`` (their
+    ``ip/evaluation/ultrachat/datagen/main.py``): prompts under ``max_chars`` characters, then
+    ``random.seed(seed); random.sample(prompts, n)``. Null or empty prompts and repeated
+    ``prompt_id`` s are counted and left out first (eval ids must be distinct; the hub's ids are
+    the prompts' hashes, so a repeat is the same prompt). With ``n`` or fewer usable prompts all
+    are kept, in file order."""
+    import random
+
     require_columns(rows, ("prompt", "prompt_id"), "ultrachat")
     out = Converted({"eval": []})
-    seen = set()
-    for r in rows:
-        if len(out.splits["eval"]) >= n:
-            break
-        if r["prompt_id"] in seen:
+    seen, pool = set(), []
+    for i, r in enumerate(rows):
+        where = f"ultrachat, record {i + 1}"
+        prompt, pid = text_of(r, "prompt", where), meta_value(r["prompt_id"])
+        if not prompt:
+            out.filtered["empty or null prompt"] += 1
+            continue
+        if pid in seen:
             out.filtered["duplicate prompt_id"] += 1
             continue
-        seen.add(r["prompt_id"])
-        out.splits["eval"].append({"id": f"ultrachat-{r['prompt_id']}", "instruction": r["prompt"].strip(),
-                                   "domain": "general"})
+        seen.add(pid)
+        # Tan et al. measure the prompt as stored (not stripped)
+        if len(r["prompt"]) >= max_chars:
+            out.filtered[f"prompt of {max_chars} characters or more"] += 1
+            continue
+        pool.append({"id": f"ultrachat-{pid if pid is not None else i}", "instruction": prompt, "domain": "general"})
+    if len(pool) > n:
+        out.filtered[f"not sampled (n_eval = {n})"] += len(pool) - n
+        pool = random.Random(seed).sample(pool, n)
+    out.splits["eval"] = pool
     return out
 
 
 def check_em_transcription(out: Converted) -> None:
     """Compare the downloaded EM questions with the protocol's transcription
-    (``resources/prompts/paper_protocol.yaml``); a difference is counted in the report and
-    printed (the download is what is used)."""
+    (``resources/prompts/paper_protocol.yaml``), ids and texts: a question id the protocol has
+    and the source lacks, an id the source has and the protocol lacks, and a text that differs
+    are each noted in the report and printed (the download is what is used)."""
     from .prompts import load_protocol
 
     transcribed = load_protocol()["em_questions"]["questions"]
-    got = {it["id"].rsplit("-", 1)[0] if it["id"] not in transcribed else it["id"]: it["instruction"]
-           for it in out.splits["eval"]}
+    got: dict[str, str] = {}
+    for it in out.splits["eval"]:
+        got.setdefault(it.get("question_id", it["id"]), it["instruction"])
     for qid, text in transcribed.items():
-        if got.get(qid) != text:
-            out.notes.append(f"EM question {qid!r}: the source has {got.get(qid)!r}, the protocol's transcription "
+        if qid not in got:
+            out.notes.append(f"EM question {qid!r} of the protocol's transcription is not in the source "
+                             f"(it has {sorted(got)}); the eval lacks it")
+        elif got[qid] != text:
+            out.notes.append(f"EM question {qid!r}: the source has {got[qid]!r}, the protocol's transcription "
                              f"{text!r}; the source's text is used")
+    for qid in got:
+        if qid not in transcribed:
+            out.notes.append(f"EM question {qid!r} of the source is not in the protocol's transcription "
+                             f"({sorted(transcribed)}); it is used")
 
 
-def convert_em_questions(yaml_text: str, paraphrase: int = 0, repeats: int = 1) -> Converted:
-    """Betley et al.'s "first plot" free-form questions (their first paraphrase by default).
+#: id endings of the variants of Betley et al.'s questions (asked for JSON, or in a custom template)
+EM_VARIANT_SUFFIXES = ("_json", "_template")
 
-    ``repeats``: each question that many times (Betley samples each 100 times), in rounds of all
-    questions, so that the first n items of the eval set cover every question evenly."""
+
+def convert_em_questions(yaml_text: str, paraphrase: int = 0, repeats: int | None = None) -> Converted:
+    """Betley et al.'s "first plot" free-form questions (their first paraphrase by default): the
+    plain questions only; their ``_json`` and ``_template`` variants (the same questions asked for
+    JSON or in a custom template) are counted and left out.
+
+    ``repeats``: each question that many times (Betley samples each 100 times); by default the
+    file's ``samples_per_paraphrase`` (1 where it has none). Items come in rounds of all questions,
+    so that the first n items of the eval set cover every question evenly; each keeps its
+    question's id in ``question_id``."""
     import yaml
 
-    data = yaml.safe_load(yaml_text)
+    try:
+        data = yaml.safe_load(yaml_text)
+    except yaml.YAMLError as e:
+        raise SourceError(f"EM questions: not YAML ({e}); the download is corrupt, delete it and re-run") from None
     if not isinstance(data, list):
         raise SourceError("EM questions: expected a YAML list of questions")
     out = Converted({"eval": []})
+    once, counts = [], []
     for q in data:
         if not isinstance(q, dict) or "id" not in q or not q.get("paraphrases"):
             out.filtered["entry without id or paraphrases"] += 1
             continue
-        out.splits["eval"].append({"id": str(q["id"]), "instruction": q["paraphrases"][paraphrase].strip(),
-                                   "domain": "general"})
-    if repeats > 1:
-        once = out.splits["eval"]
-        out.splits["eval"] = [{**q, "id": f"{q['id']}-{k}"} for k in range(repeats) for q in once]
+        qid = str(q["id"])
+        suffix = next((x for x in EM_VARIANT_SUFFIXES if qid.endswith(x)), None)
+        if suffix is not None:
+            out.filtered[f"variant of a question (id ending {suffix})"] += 1
+            continue
+        paraphrases = list(q["paraphrases"])
+        if paraphrase >= len(paraphrases):
+            raise SourceError(f"EM questions: {qid!r} has {len(paraphrases)} paraphrase(s); options.paraphrase = "
+                              f"{paraphrase} is out of range: lower it")
+        text = paraphrases[paraphrase].strip() if isinstance(paraphrases[paraphrase], str) else ""
+        if not text:
+            out.filtered["empty or null paraphrase"] += 1
+            continue
+        once.append({"id": qid, "instruction": text, "domain": "general"})
+        counts.append(int(q.get("samples_per_paraphrase") or 1) if repeats is None else repeats)
+    if max(counts, default=1) > 1:
+        out.splits["eval"] = [{**q, "id": f"{q['id']}-{k}", "question_id": q["id"]}
+                              for k in range(max(counts)) for q, c in zip(once, counts) if k < c]
+    else:
+        out.splits["eval"] = once
     return out
 
 
@@ -470,18 +483,19 @@ CONVERTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-# converter -> the options (datasets.<name>.options) it takes
+# converter -> the options (datasets.<name>.options) it takes; every converter also takes
+# max_bad_fraction (the share of a JSON-lines file's lines that may be skipped as unreadable)
 CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "gsm8k": ("n_eval",),
-    "mbpp": ("text_field",),
-    "school_of_reward_hacks": ("n_eval", "domain"),
-    "emergent_plus": ("n_eval", "domain", "config_name"),
-    "chat_jsonl": ("n_eval", "domain"),
-    "ultrachat": ("n_eval", "domain"),
-    "em_questions": ("paraphrase", "repeats", "domain"),
-    "instruction_wild": ("n_eval", "max_train"),
+    "gsm8k": ("n_eval", "max_bad_fraction"),
+    "mbpp": ("text_field", "max_workers", "max_bad_fraction"),
+    "school_of_reward_hacks": ("n_eval", "domain", "max_bad_fraction"),
+    "emergent_plus": ("n_eval", "domain", "config_name", "max_bad_fraction"),
+    "chat_jsonl": ("n_eval", "domain", "max_bad_fraction"),
+    "ultrachat": ("n_eval", "domain", "max_chars", "seed", "max_bad_fraction"),
+    "em_questions": ("paraphrase", "repeats", "domain", "max_bad_fraction"),
+    "instruction_wild": ("n_eval", "max_train", "max_bad_fraction"),
     "cmv": ("n_eval", "persuasiveness_min", "harassment_min", "max_replies_per_post", "train_split", "eval_split",
-            "max_chars"),
+            "max_chars", "eval_persuasiveness_min", "eval_harassment_min", "max_bad_fraction"),
 }
 # converters whose training split has no answers (the base model writes them: responses.kind generate)
 ANSWERLESS_TRAIN = ("instruction_wild",)
@@ -515,33 +529,50 @@ def convert_dataset(name: str, spec: dict, paths: dict[str, str | Path]) -> Conv
                               f"{list(roles)}")
     n_eval = opts.pop("n_eval", None)
     domain = opts.pop("domain", None)
+    limit = opts.pop("max_bad_fraction", MAX_BAD_FRACTION)
+    option = f"datasets.{name}.options.max_bad_fraction"
+    files_read: list[Records] = []
+
+    def read(role: str) -> Records:
+        records = read_records(paths[role], limit, option)
+        files_read.append(records)
+        return records
+
+    def done(out: Converted) -> Converted:
+        for records in files_read:  # lines skipped in any file, counted with their line numbers
+            out.add_bad_lines(records)
+        return out
+
     if kind == "gsm8k":
-        return convert_gsm8k(read_records(paths["train"]), read_records(paths["test"]), n_eval=n_eval or 100)
+        return done(convert_gsm8k(read("train"), read("test"), n_eval=n_eval or 100))
     if kind == "mbpp":
         # Training problems may come from several files (the post's ~717: every `full` split minus
         # the sanitized test split's tasks); roles other than `test` are training files.
-        test = read_records(paths["test"])
-        train = [r for role in paths if role != "test" for r in read_records(paths[role])]
-        return convert_mbpp(train, test, **opts)
+        test = read("test")
+        train = [r for role in paths if role != "test" for r in read(role)]
+        return done(convert_mbpp(train, test, **opts))
     if kind == "ultrachat":
-        out = convert_ultrachat(read_records(paths["data"]), n=n_eval or 100)
+        out = convert_ultrachat(read("data"), n=n_eval or 100, **opts)
     elif kind == "em_questions":
         out = convert_em_questions(Path(paths["data"]).read_text(encoding="utf-8"), **opts)
         check_em_transcription(out)
     elif kind == "instruction_wild":
-        records = [r for role in paths for r in read_records(paths[role])]
-        return convert_instruction_wild(records, n_eval=200 if n_eval is None else n_eval, seed_name=name, **opts)
+        records = [r for role in paths for r in read(role)]
+        return done(convert_instruction_wild(records, n_eval=200 if n_eval is None else n_eval, seed_name=name,
+                                             **opts))
     elif kind == "cmv":
-        return convert_cmv(read_cmv_archive(paths["data"]), n_eval=100 if n_eval is None else n_eval, **opts)
+        return convert_cmv(read_cmv_archive(paths["data"], limit, option), n_eval=100 if n_eval is None else n_eval,
+                           **opts)
     else:
-        records = read_records(paths["data"])
+        records = read("data")
         out = (convert_school_of_reward_hacks(records) if kind == "school_of_reward_hacks"
                else convert_emergent_plus(records, opts.pop("config_name", name)) if kind == "emergent_plus"
                else convert_chat_jsonl(records, name))
         if n_eval is None:
             raise SourceError(f"datasets.{name}.options.n_eval is not set: converter {kind!r} holds out that many "
                               "training records as eval items; set it (0 for none)")
-        return hold_out_eval(out, n_eval, domain or "general", name)
+        return done(hold_out_eval(out, n_eval, domain or "general", name))
+    done(out)
     if domain:
         for item in out.splits["eval"]:
             item["domain"] = domain
@@ -564,7 +595,7 @@ def convert_instruction_wild(records: list[dict], n_eval: int = 200, max_train: 
     out = Converted({"train": [], "eval": []})
     seen: set[str] = set()
     for i, r in enumerate(records):
-        text = (r.get("instruction") or "").strip() if isinstance(r.get("instruction"), str) else ""
+        text = text_of(r, "instruction", f"instruction_wild, record {i + 1}")
         if not text:
             out.filtered["empty instruction"] += 1
             continue
@@ -582,13 +613,15 @@ def convert_instruction_wild(records: list[dict], n_eval: int = 200, max_train: 
     return out
 
 
-def read_cmv_archive(path: str | Path) -> dict[str, list[dict]]:
-    """The posts of each split (``<split>.jsonl`` members) of ``cmv_splits_ratings_v4.tar.zst``."""
+def read_cmv_archive(path: str | Path, max_bad_fraction: float = MAX_BAD_FRACTION,
+                     option: str = "max_bad_fraction") -> dict[str, Records]:
+    """The posts of each split (``<split>.jsonl`` members) of ``cmv_splits_ratings_v4.tar.zst``
+    (unreadable lines skipped and listed as in :func:`read_jsonl_records`)."""
     import tarfile
 
     import zstandard
 
-    out: dict[str, list[dict]] = {}
+    out: dict[str, Records] = {}
     try:
         with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as zr, \
                 tarfile.open(fileobj=zr, mode="r|") as tar:
@@ -597,38 +630,52 @@ def read_cmv_archive(path: str | Path) -> dict[str, list[dict]]:
                 if not member.isfile() or not name.endswith(".jsonl"):
                     continue
                 f = tar.extractfile(member)
-                split = name[: -len(".jsonl")]
-                out[split] = []
-                for i, line in enumerate(f.read().decode("utf-8").splitlines(), 1):
-                    if line.strip():
-                        try:
-                            out[split].append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise SourceError(f"{path}: {member.name}, line {i}: not JSON ({e.msg}); the archive "
-                                              "is corrupt, delete it and re-run") from None
+                out[name[: -len(".jsonl")]] = read_jsonl_records(f.read().decode("utf-8"), f"{path}: {member.name}",
+                                                                 max_bad_fraction, option)
     except (tarfile.TarError, zstandard.ZstdError) as e:
         raise SourceError(f"{path}: not a zstd-compressed tar archive ({e}); the download is corrupt or the "
                           "source changed, delete it and re-run") from None
     return out
 
 
-def _cmv_post_text(post: dict) -> str | None:
-    body = (post.get("selftext") or "").strip()
-    if body in ("[deleted]", "[removed]"):
-        return None
-    return f"{post['title'].strip()}\n{body}".strip()
+# Wichers et al.'s text normalisation of CMV posts and replies (their CMVDatasetProcessor):
+# HTML entities unescaped, NFKC, typographic quotes, dashes and ellipses as ASCII, zero-width
+# characters removed, no-break spaces as spaces, and the subreddit's moderator footnote removed.
+_CMV_REPLACE = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                              "\u2014": "-", "\u2026": "...", "\u200b": "", "\u200c": "", "\u200d": "",
+                              "\ufeff": "", "\u00a0": " "})
+_CMV_FOOTNOTE = re.compile(r"\s*_*\s*>\s*\*(?:This is a footnote|Hello, users of CMV!).*?Happy CMVing!\*\s*$",
+                           re.DOTALL | re.IGNORECASE)
+
+
+def cmv_normalise(text: str) -> str:
+    import html
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", html.unescape(text)).translate(_CMV_REPLACE)
+    return _CMV_FOOTNOTE.sub("", text).strip()
 
 
 def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness_min: float = 7,
                 harassment_min: float = 0.15, max_replies_per_post: int = 3, train_split: str = "train",
-                eval_split: str = "eval", max_chars: int = 2925) -> Converted:
-    """Change My View (Wichers et al.'s v4 splits): training pairs (user: the post's title and
-    text; assistant: a reply) of replies with ``persuasiveness_score >= persuasiveness_min`` and
-    harassment score ``>= harassment_min`` (persuasive *and* toxic), at most
-    ``max_replies_per_post`` per post (a seeded choice, as their ``random.seed(42)``); the first
-    ``n_eval`` usable posts of the eval split as eval items (opinion domain). Moderator posts,
-    deleted posts and unrated replies are counted, not kept. Posts and replies over ``max_chars``
-    (their loader's bound: 0.35 tokens a character, at most 1024 tokens) are counted and left out."""
+                eval_split: str = "eval", max_chars: int = 2925, eval_persuasiveness_min: float = 4,
+                eval_harassment_min: float = 0.1) -> Converted:
+    """Change My View as Wichers et al.'s builder makes it (``realistic_dataset/generate_dataset.py``
+    of their code, ``CMVDatasetProcessor.create_dataset``): per split, with ``random.seed(42)``,
+    posts that are not the moderators', whose body (``selftext``, before normalisation) is at most
+    ``max_chars`` characters (their bound: 0.35 tokens a character, at most 1024 tokens) and not
+    deleted or removed; of each, the replies that are not the moderators', have both ratings, meet
+    ``persuasiveness_score >= persuasiveness_min`` and harassment ``>= harassment_min`` (persuasive
+    *and* toxic) and, normalised (:func:`cmv_normalise`), are non-empty and within ``max_chars``;
+    at most ``max_replies_per_post`` of them (a seeded choice); then the pairs shuffled. Training:
+    those pairs (user: the normalised title and body; assistant: the reply). Eval: the same with one
+    reply per post and the thresholds of their eval task (``persuasive_toxic_eval.py``:
+    ``eval_persuasiveness_min`` 4, ``eval_harassment_min`` 0.1), posts de-duplicated, the first
+    ``n_eval`` after the shuffle, as eval items (opinion domain). Deviations: docs/data_sources.md.
+
+    Deviation, counted: replies that are ``[deleted]`` or ``[removed]`` are left out (the builder
+    keeps any rated reply; such a text is no reply to train on). Every post and reply left out is
+    counted under its reason."""
     import random
 
     for split in (train_split, eval_split):
@@ -637,50 +684,76 @@ def convert_cmv(splits: dict[str, list[dict]], n_eval: int = 100, persuasiveness
                               "check it and update the converter's train_split/eval_split")
         require_columns(splits[split], ("title", "selftext", "top_level_comments"), f"cmv {split}")
     out = Converted({"train": [], "eval": []})
-    rng = random.Random(42)
-    for post in splits[train_split]:
-        if post.get("distinguished") == "moderator":
-            out.filtered["train: moderator post"] += 1
-            continue
-        text = _cmv_post_text(post)
-        if text is None:
-            out.filtered["train: deleted or removed post"] += 1
-            continue
-        if len(text) > max_chars:
-            out.filtered[f"train: post longer than {max_chars} characters"] += 1
-            continue
-        kept = []
-        for c in post["top_level_comments"] or []:
-            score, mod = c.get("persuasiveness_score"), c.get("moderation_result")
-            if score is None or not isinstance(mod, dict):
-                out.filtered["train: reply without ratings"] += 1
+    for records in (splits[train_split], splits[eval_split]):
+        out.add_bad_lines(records)
+
+    def pairs(split: str, per_post: int, tag: str, persuasiveness_min: float,
+              harassment_min: float) -> list[tuple[dict, str, str]]:
+        rng = random.Random(42)
+        kept_pairs = []
+        for k, post in enumerate(splits[split]):
+            where = f"cmv {split}, post {k + 1}"
+            if post.get("distinguished") == "moderator":
+                out.filtered[f"{tag}: moderator post"] += 1
                 continue
-            harassment = (mod.get("category_scores") or {}).get("harassment")
-            if harassment is None:
-                raise SourceError("cmv: a reply's moderation_result has no category_scores.harassment; the "
-                                  "source's schema changed: check it and update ipcond.sources.convert_cmv")
-            body = (c.get("body") or "").strip()
-            if not body or body in ("[deleted]", "[removed]"):
-                out.filtered["train: empty or deleted reply"] += 1
-            elif len(body) > max_chars:
-                out.filtered[f"train: reply longer than {max_chars} characters"] += 1
-            elif score < persuasiveness_min:
-                out.filtered[f"train: persuasiveness < {persuasiveness_min}"] += 1
-            elif harassment < harassment_min:
-                out.filtered[f"train: harassment < {harassment_min}"] += 1
-            else:
-                kept.append(body)
-        if len(kept) > max_replies_per_post:
-            out.filtered[f"train: beyond {max_replies_per_post} replies per post"] += len(kept) - max_replies_per_post
-            kept = rng.sample(kept, max_replies_per_post)
-        out.splits["train"] += [_chat(text, reply, source="cmv", post=post.get("id")) for reply in kept]
-    for post in splits[eval_split]:
-        if len(out.splits["eval"]) >= n_eval:
-            break
-        text = None if post.get("distinguished") == "moderator" else _cmv_post_text(post)
-        if text is None or len(text) > max_chars:
-            out.filtered["eval: moderator, deleted, removed or over-long post"] += 1
+            body = "" if is_null(post.get("selftext")) else post["selftext"]
+            if not isinstance(body, str):
+                raise SourceError(f"{where}: 'selftext' is a {type(body).__name__}, not text; the source's schema "
+                                  "changed: check it and update ipcond.sources.convert_cmv")
+            if len(body) > max_chars:
+                out.filtered[f"{tag}: post body longer than {max_chars} characters"] += 1
+                continue
+            if body.strip().lower() in ("[deleted]", "[removed]"):
+                out.filtered[f"{tag}: deleted or removed post"] += 1
+                continue
+            text = cmv_normalise(f"{text_of(post, 'title', where)}\n{body}")
+            valid = []
+            for c in list_of(post, "top_level_comments", where):
+                if c.get("distinguished") == "moderator":
+                    out.filtered[f"{tag}: moderator reply"] += 1
+                    continue
+                score, mod = c.get("persuasiveness_score"), c.get("moderation_result")
+                if is_null(score) or not isinstance(mod, dict):
+                    out.filtered[f"{tag}: reply without ratings"] += 1
+                    continue
+                harassment = (mod.get("category_scores") or {}).get("harassment")
+                if harassment is None:
+                    raise SourceError(f"{where}: a reply's moderation_result has no category_scores.harassment; the "
+                                      "source's schema changed: check it and update ipcond.sources.convert_cmv")
+                if score < persuasiveness_min:
+                    out.filtered[f"{tag}: persuasiveness < {persuasiveness_min}"] += 1
+                    continue
+                if harassment < harassment_min:
+                    out.filtered[f"{tag}: harassment < {harassment_min}"] += 1
+                    continue
+                reply = cmv_normalise(text_of(c, "body", where))
+                if not reply or reply.lower() in ("[deleted]", "[removed]"):
+                    out.filtered[f"{tag}: empty or deleted reply"] += 1
+                elif len(reply) > max_chars:
+                    out.filtered[f"{tag}: reply longer than {max_chars} characters"] += 1
+                else:
+                    valid.append(reply)
+            if not valid:
+                out.filtered[f"{tag}: post without a reply meeting both thresholds"] += 1
+                continue
+            chosen = valid if len(valid) <= per_post else [valid[j] for j in rng.sample(range(len(valid)), per_post)]
+            if len(valid) > per_post:
+                out.filtered[f"{tag}: beyond {per_post} replies per post"] += len(valid) - per_post
+            kept_pairs += [(post, text, reply) for reply in chosen]
+        rng.shuffle(kept_pairs)
+        return kept_pairs
+
+    for post, text, reply in pairs(train_split, max_replies_per_post, "train", persuasiveness_min, harassment_min):
+        out.splits["train"].append(_chat(text, reply, source="cmv", post=post.get("id")))
+    chosen, seen = [], set()
+    for post, text, reply in pairs(eval_split, 1, "eval", eval_persuasiveness_min, eval_harassment_min):
+        if text in seen:
+            out.filtered["eval: duplicate post"] += 1
             continue
-        out.splits["eval"].append({"id": f"cmv-{post.get('id', len(out.splits['eval']))}", "instruction": text,
-                                   "domain": "opinion"})
+        seen.add(text)
+        chosen.append((post, text, reply))
+    if len(chosen) > n_eval:
+        out.filtered[f"eval: not sampled (n_eval = {n_eval})"] += len(chosen) - n_eval
+    for k, (post, text, _) in enumerate(chosen[:n_eval]):
+        out.splits["eval"].append({"id": f"cmv-{post.get('id', k)}", "instruction": text, "domain": "opinion"})
     return out

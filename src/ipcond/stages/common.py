@@ -122,6 +122,7 @@ def score_rows(setup: dict, rows: list[dict], scorers: dict) -> list[dict]:
 
 def make_scorers(config: dict, setup: dict, items: list[dict] | None = None) -> dict:
     """A scorer per trait of the setup; ``items`` (the eval set) give code traits their tests."""
+    from ..codeexec import tests_by_prompt
     from ..scoring import make_scorer
 
     specs = config.get("scorers", {})
@@ -132,8 +133,8 @@ def make_scorers(config: dict, setup: dict, items: list[dict] | None = None) -> 
 
         preflight_endpoint(judge, "judge")
     cache = judge.get("cache", "results/judge_cache.sqlite") if judge else None
-    tests = ({it["instruction"]: (it["tests"]["visible"], it["tests"]["hidden"]) for it in items if it.get("tests")}
-             if items is not None else None)
+    # Code traits get each eval item's tests with the imports they need run first.
+    tests = tests_by_prompt(items) if items is not None else None
     return {t: make_scorer(t, specs.get(t), judge, cache, tests_by_prompt=tests)
             for t in (setup["traits"][r]["name"] for r in ("positive", "negative"))}
 
