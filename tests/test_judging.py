@@ -499,7 +499,7 @@ def test_template_sources_manifest_matches_the_templates():
     Python string value at the source's commit). Written ones say why they are ours."""
     import hashlib
 
-    from ipcond.judging import template_sources
+    from ipcond.judge_scoring import template_sources
 
     src = template_sources()
     assert set(src) == set(TEMPLATE_NAMES)

@@ -598,7 +598,7 @@ def test_summary_uses_the_no_shift_condition_and_same_settings_only():
     eff2 = summary_effects(samples[samples["condition"] != "HelpfulLR1e5"], conds)
     lr_rows = eff2[eff2["condition_a"] == "IrrLR1e5"]
     assert (lr_rows["label"] == "not in grid").all()
-    assert "learning rate 1e-05" in lr_rows["comparison"].iloc[0]
+    assert "LR 1e-05" in lr_rows["comparison"].iloc[0]
 
 
 def test_summary_answers_in_default_and_no_prompt_contexts():

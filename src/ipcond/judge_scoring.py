@@ -289,6 +289,20 @@ class EmRuleScorer:
         self.close()
 
 
+def template_sources() -> dict[str, dict[str, Any]]:
+    """``judge_templates/SOURCES.yaml``: per packaged template, ``status`` (``published`` with
+    ``repo``, ``commit``, ``path``, ``name``, ``sha256`` of the source's text and the
+    ``placeholders`` renamed; or ``written`` with ``why``)."""
+    import yaml
+
+    from importlib import resources
+
+    text = (resources.files("ipcond") / "judge_templates" / "SOURCES.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+
+
 def write_accounting(acct: Mapping[str, Any], scores_path: str | os.PathLike[str]) -> Path:
     """Write ``acct`` (from ``accounting()``) as JSON next to the scores file:
     ``scores.tsv`` -> ``scores.accounting.json``. Returns the path written."""

@@ -183,11 +183,8 @@ def score_from_logprobs(top_logprobs: Sequence[Mapping[str, Any]], min_mass: flo
     tokens that are integers 0..100 (whitespace stripped, everything else ignored), ``valid_mass``
     the total probability of those tokens. ``score`` is None when ``valid_mass < min_mass`` (the
     judge mostly did not answer with a number) or when the most probable token is one of
-    ``categories`` (e.g. "REFUSAL"), which is then returned as ``category``.
-
-    A logprob that is NaN or +inf makes the whole answer malformed: ``(None, 0.0, None)``, no
-    score (the client already retries such answers; this guards values read from elsewhere).
-    A logprob of -inf is a token of probability 0.
+    ``categories`` (e.g. "REFUSAL"), which is then returned as ``category``. A NaN or +inf
+    logprob makes the answer malformed: ``(None, 0.0, None)``; -inf is a probability of 0.
     """
     if not top_logprobs:
         return None, 0.0, None
@@ -291,16 +288,6 @@ TRAIT_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
 
 
 
-def template_sources() -> dict[str, dict[str, Any]]:
-    """``judge_templates/SOURCES.yaml``: per packaged template, ``status`` (``published`` with
-    ``repo``, ``commit``, ``path``, ``name``, ``sha256`` of the source's text and the
-    ``placeholders`` renamed; or ``written`` with ``why``)."""
-    import yaml
-
-    text = (resources.files("ipcond") / "judge_templates" / "SOURCES.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
-
-
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -344,9 +331,7 @@ def load_template(name_or_path: str | os.PathLike[str]) -> JudgeTemplate:
         text = resource.read_text(encoding="utf-8")
         name = s
     tpl = JudgeTemplate(name=name, text=text)
-    # {question} is optional: some published judges see the answer only (Tan et al.'s language
-    # and capitals judges).
-    if "answer" not in tpl.placeholders():
+    if "answer" not in tpl.placeholders():  # {question} is optional (Tan's language judge)
         raise ValueError(f"judge template {name!r} must contain {{answer}} (and may contain {{question}})")
     return tpl
 
@@ -513,11 +498,9 @@ def _extract_logprobs(payload: dict[str, Any]) -> dict[str, Any]:
     if not top:
         raise ValueError("empty top_logprobs")
     out = [{"token": str(t["token"]), "logprob": float(t["logprob"])} for t in top]
-    # Python's json accepts NaN and Infinity: a non-finite logprob is a malformed answer (retried,
-    # then no score), never a number that a weighted mean or a threshold would turn into a score.
-    bad = [t["logprob"] for t in out if not math.isfinite(t["logprob"]) and t["logprob"] != -math.inf]
-    if bad:
-        raise ValueError(f"non-finite logprob {bad[0]!r} in top_logprobs")
+    # json reads NaN/Infinity: a malformed answer (retried), never a number a threshold would read.
+    if any(math.isnan(t["logprob"]) or t["logprob"] == math.inf for t in out):
+        raise ValueError("non-finite logprob in top_logprobs")
     # The "bytes" field is dropped: it only restates the token.
     return {"top_logprobs": out,
             "content": (choice.get("message") or {}).get("content")}
@@ -533,9 +516,8 @@ def _extract_text(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _extract_moderation(payload: dict[str, Any]) -> dict[str, Any]:
     scores = {str(k): float(v) for k, v in payload["results"][0]["category_scores"].items()}
-    bad = [k for k, v in scores.items() if not math.isfinite(v)]
-    if bad:  # a malformed answer (retried), never a score
-        raise ValueError(f"non-finite moderation score for {bad[0]!r}")
+    if not all(math.isfinite(v) for v in scores.values()):  # malformed (retried), never a score
+        raise ValueError("non-finite moderation score")
     return {"category_scores": scores}
 
 

@@ -921,16 +921,12 @@ def learning_curve_plot(curves: pd.DataFrame, setup_name: str, trait: str, role:
 # --------------------------------------------------------------------------------------------
 
 QUESTION_SHORT = {
-    "irrelevant_suppresses": "Do irrelevant prompts suppress traits?  (irrelevant \u2212 reference)",
-    "rephrasing_weakens": "Does rephrasing weaken inoculation?  (rephrased \u2212 fixed; "
-                          "yes = inoculated trait rises)",
-    "inoculation_suppresses_other": "Does inoculation suppress the other trait?  "
-                                    "(inoculation \u2212 reference)",
-    "removing_neutral_suppresses": "Does removing the neutral prompt suppress traits?  "
-                                   "(None \u2212 no-shift)",
+    "irrelevant_suppresses": "Do irrelevant prompts suppress traits?",
+    "rephrasing_weakens": "Does rephrasing weaken inoculation? (yes = inoculated trait rises)",
+    "inoculation_suppresses_other": "Does inoculation suppress the other trait?",
+    "removing_neutral_suppresses": "Does removing the neutral prompt suppress traits?",
 }
-CONTEXT_WORDS = {"default": "with the eval prompt", "none": "without any prompt",
-                 "train": "with the training prompt"}
+CONTEXT_WORDS = {"default": "eval prompt", "none": "no prompt", "train": "training prompt"}
 LABEL_COLORS = {"suppresses": "#0072B2", "raises": "#D55E00", "no clear effect": "#8c8c8c",
                 "too few samples": "#c7a76c"}
 
@@ -991,15 +987,17 @@ def summary_page(effects: pd.DataFrame, title: str | None = None,
                     ans += f", {sm['n_opposite']} opposite"
             key = f"{s}\x1f{q}\x1f{ctx}\x1fhead"
             ref = str(sm.get("reference", "") or "").split(";")[0].split(":")[0].strip()
-            ref_txt = f"; vs {ref}" if ref and q != "rephrasing_weakens" else ""
+            ref_txt = f", vs {ref}" if ref and q != "rephrasing_weakens" else ""
             heads.append({"setup": s, "key": key,
-                          "text": f"Q{qi} [{CONTEXT_WORDS.get(ctx, ctx)}{ref_txt}]. "
-                                  f"{QUESTION_SHORT.get(q, q)}  \u2192  {ans}"})
+                          "text": f"Q{qi} [{CONTEXT_WORDS.get(ctx, ctx)}{ref_txt}] "
+                                  f"{QUESTION_SHORT.get(q, q)} \u2192 {ans}"})
             rows.append({"setup": s, "key": key, "ylab": "", "effect": math.nan,
                          "ci_low": math.nan, "ci_high": math.nan, "label": "", "text": ""})
             for i, r in enumerate(g.itertuples(index=False)):
                 if r.label in ("not in grid",):
-                    ylab, text = r.comparison, r.label
+                    # The comparison on the left, the reason on the right (keeps the panel wide).
+                    head, _, why = str(r.comparison).partition(" (")
+                    ylab, text = head, (f"not in grid: {why.rstrip(')')}" if why else r.label)
                 else:
                     extra = "" if bool(r.focus) else " (other trait)"
                     ylab = f"{r.comparison}: {trait_label(str(r.trait))}{extra}"

@@ -23,8 +23,8 @@ The report's numbers come from :func:`summary_effects` (the post's four question
 differences between conditions, with Welch or bootstrap intervals) over the conditions table
 checked by :func:`validate_conditions`; :func:`aggregate_summary` condenses them per question.
 
-The Student-t quantile is computed here (regularized incomplete beta + bisection); the
-proportion intervals (Wilson, Newcombe) come from statsmodels.
+The Student-t quantiles come from SciPy, the proportion intervals (Wilson, Newcombe) from
+statsmodels.
 """
 
 from __future__ import annotations
@@ -56,101 +56,28 @@ _NAN3 = (math.nan, math.nan, math.nan)
 
 
 # --------------------------------------------------------------------------------------------
-# Student-t quantile without scipy
+# Student-t distribution (scipy)
 # --------------------------------------------------------------------------------------------
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 - qab * x / qap
-    d = tiny if abs(d) < tiny else d
-    d = 1.0 / d
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            return h
-    raise RuntimeError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if not (a > 0 and b > 0):
-        raise ValueError(f"a and b must be positive, got a={a}, b={b}")
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must be in [0, 1], got {x}")
-    if x == 0.0 or x == 1.0:
-        return x
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    front = math.exp(log_front)
-    # The continued fraction converges fast for x < (a+1)/(a+b+2); use the symmetry
-    # I_x(a, b) = 1 - I_{1-x}(b, a) on the other side.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
 def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom."""
+    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom (``scipy.stats.t``)."""
     if not df > 0:
         raise ValueError(f"df must be positive, got {df}")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    # P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2)
-    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
+    from scipy.stats import t as student_t
+
+    return float(student_t.cdf(t, df))
 
 
 def student_t_ppf(q: float, df: float) -> float:
-    """Quantile (inverse CDF) of Student's t with ``df`` > 0 degrees of freedom.
-
-    Bisection on :func:`student_t_cdf`; accurate to ~1e-12 relative, which is far beyond what
-    an interval needs. ``q`` = 0 or 1 gives -inf or inf.
-    """
+    """Quantile of Student's t with ``df`` > 0 degrees of freedom (``scipy.stats.t``); ``q`` = 0
+    or 1 gives -inf or inf."""
     if not df > 0:
         raise ValueError(f"df must be positive, got {df}")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
-    if q == 0.0:
-        return -math.inf
-    if q == 1.0:
-        return math.inf
-    if q == 0.5:
-        return 0.0
-    if q < 0.5:  # symmetric distribution
-        return -student_t_ppf(1.0 - q, df)
-    lo, hi = 0.0, 1.0
-    while student_t_cdf(hi, df) < q:  # bracket the root; cdf is increasing
-        lo, hi = hi, hi * 2.0
-        if hi > 1e300:
-            return math.inf
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if student_t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(q, df))
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,7 +532,7 @@ def _same_settings(c: pd.DataFrame, a: str, b: str) -> bool:
 
 def _settings_text(c: pd.DataFrame, a: str) -> str:
     r = c[c["condition"] == a].iloc[0]
-    return f"learning rate {r['learning_rate']:g}, n_train {r['n_train']:g}"
+    return f"LR {r['learning_rate']:g}, n_train {r['n_train']:g}"
 
 
 def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 2000,
@@ -726,7 +653,7 @@ def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int
                 b = matching(a, ref_pool)
                 if b is None:
                     missing(question, f"{a} {MINUS} {ref_desc}",
-                            f"no {ref_desc} condition trained with {_settings_text(c, a)}", a=a)
+                            f"no {ref_desc} cell at {_settings_text(c, a)}", a=a)
                     continue
                 add(question, a, b, trait_fn(a), f"{b}: {ref_note}")
 
@@ -767,7 +694,7 @@ def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int
             b = matching(a, no_shift)
             if b is None:
                 missing(q, f"{a} {MINUS} no-shift",
-                        f"no no-shift condition trained with {_settings_text(c, a)}", a=a)
+                        f"no no-shift cell at {_settings_text(c, a)}", a=a)
                 continue
             add(q, a, b, all_traits, f"{b}: no-shift condition")
 
