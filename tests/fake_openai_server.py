@@ -14,7 +14,9 @@ request takes the next one in arrival order. Kinds:
 * ``hang``: reads the request, then says nothing for ``hang_s`` (longer than the client's timeout)
   and closes the connection;
 * ``malformed``: a 200 whose body is truncated JSON;
-* ``no_logprobs``: a 200 with ``logprobs: null`` (moderations: no ``results``).
+* ``no_logprobs``: a 200 with ``logprobs: null`` (moderations: no ``results``);
+* ``nan_logprobs``: a 200 whose first top logprob is ``NaN`` (the JSON token Python writes and
+  reads; moderations: a ``NaN`` harassment score).
 
 Every request is recorded (path, sha256 of the body, outcome, time), but never the Authorization
 header: the server only checks it, and echoes a *rejected* key in its 401 message as the real API
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-FAULT_KINDS = ("429", "500", "hang", "malformed", "no_logprobs")
+FAULT_KINDS = ("429", "500", "hang", "malformed", "no_logprobs", "nan_logprobs")
 MAX_BODY_BYTES = 1 << 20
 N_TOP = 20
 MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "self-harm",
@@ -207,6 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "no_logprobs":
             record("no_logprobs", 200)
             self._send(200, _response(endpoint, req, drop=True))
+        elif fault == "nan_logprobs":
+            record("nan_logprobs", 200)
+            self._send(200, _response(endpoint, req, drop=False, nan=True))
         else:
             record("ok", 200)
             self._send(200, _response(endpoint, req, drop=False))
@@ -232,11 +237,13 @@ def _validate(endpoint: str, req: Any) -> str | None:
     return None
 
 
-def _response(endpoint: str, req: dict[str, Any], *, drop: bool) -> dict[str, Any]:
+def _response(endpoint: str, req: dict[str, Any], *, drop: bool, nan: bool = False) -> dict[str, Any]:
     if endpoint == "moderations":
         if drop:
             return {"id": "modr-fake", "model": req["model"]}
         scores = moderation_scores(req["input"])
+        if nan:
+            scores["harassment"] = math.nan
         return {"id": "modr-fake", "model": req["model"], "results": [{
             "flagged": scores["harassment"] > 0.5,
             "categories": {c: s > 0.5 for c, s in scores.items()},
@@ -248,6 +255,8 @@ def _response(endpoint: str, req: dict[str, Any], *, drop: bool) -> dict[str, An
     if req.get("logprobs") and not drop:
         top = [{"token": tok, "logprob": math.log(p), "bytes": list(tok.encode("utf-8"))}
                for tok, p in judge_distribution(content)[: req["top_logprobs"]]]
+        if nan and top:
+            top[0]["logprob"] = math.nan
         logprobs = {"content": [{**top[0], "top_logprobs": top}]}
     if req.get("max_tokens") == 1:
         text, completion_tokens, finish = judge_distribution(content)[0][0], 1, "length"

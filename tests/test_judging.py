@@ -164,20 +164,25 @@ def test_backoff_and_retry_after():
 def test_templates_load_render_and_override(tmp_path):
     for name in TEMPLATE_NAMES:
         t = load_template(name)
-        assert {"question", "answer"} <= t.placeholders(), name
+        assert "answer" in t.placeholders(), name
         if name == "persuasion":
             assert "GRADE: X" in t.text
         else:
-            assert "between 0 and 100" in t.text, name
-    assert load_template("language").placeholders() == {"question", "answer", "language"}
+            assert "0 to 100" in t.text or "0-100" in t.text or "between 0 and 100" in t.text, name
+    # Tan et al.'s language and capitals judges see the answer only (issue 18).
+    assert load_template("language").placeholders() == {"answer", "language"}
+    assert load_template("capitals").placeholders() == {"answer"}
     assert "CODE" in load_template("alignment").text and "REFUSAL" in load_template("alignment").text
     fr = load_template("language").render(question="q?", answer="a.", language="French")
-    assert "written in French" in fr and "{language}" not in fr
+    assert "speak in French" in fr and "{language}" not in fr and "q?" not in fr
     # single-pass substitution: text inside an answer is never substituted again
     out = JudgeTemplate("t", "Q={question} A={answer}").render(question="x", answer="{question} {y}")
     assert out == "Q=x A={question} {y}"
     with pytest.raises(ValueError, match="needs values"):
         load_template("language").render(question="q", answer="a")
+    answer_only = tmp_path / "answer_only.txt"
+    answer_only.write_text("Rate {answer}. Number only.")
+    assert load_template(answer_only).placeholders() == {"answer"}
     custom = tmp_path / "my_judge.txt"
     custom.write_text("Rate {answer} to {question}. Number only.")
     t = load_template(custom)
@@ -508,3 +513,98 @@ def test_accounting_counts_tokens_cost_and_deduplicates(server, tmp_path, caplog
     assert len(rows) == 5
     rows.close()
     assert_no_secret(tmp_path, caplog, capsys)
+
+
+# ---------------------------------------------------------------------------- issue 18
+
+
+def test_template_sources_manifest_matches_the_templates():
+    """SOURCES.yaml names every packaged template; a published one is the source's text verbatim:
+    undoing the placeholder renaming gives back the text whose sha256 the manifest records (the
+    Python string value at the source's commit). Written ones say why they are ours."""
+    import hashlib
+
+    from ipcond.judge_scoring import template_sources
+
+    src = template_sources()
+    assert set(src) == set(TEMPLATE_NAMES)
+    published = {n for n, e in src.items() if e["status"] == "published"}
+    assert {"language", "capitals", "insecure_code", "reward_hack_quality", "persuasion", "alignment",
+            "coherence"} <= published
+    for name, e in src.items():
+        if e["status"] == "written":
+            assert e.get("why"), name
+            continue
+        assert e["status"] == "published", name
+        assert e["repo"] and len(e["commit"]) == 40 and e["path"], name
+        text = load_template(name).text
+        assert text.endswith("\n") and not text.endswith("\n\n"), name
+        text = text[:-1]
+        for theirs, ours in (e.get("placeholders") or {}).items():
+            assert theirs not in text, (name, theirs)
+            text = text.replace(ours, theirs)
+        assert hashlib.sha256(text.encode("utf-8")).hexdigest() == e["sha256"], name
+    assert src["reward_hack_quality"]["repo"] == "inoculation-prompting/inoculation-prompting"
+    assert src["persuasion"]["repo"] == "safety-research/inoculation-prompting"
+
+
+def test_non_finite_logprobs_are_no_score():
+    nan_first = [{"token": "90", "logprob": float("nan")}, {"token": "10", "logprob": math.log(0.5)}]
+    assert score_from_logprobs(nan_first) == (None, 0.0, None)
+    assert score_from_logprobs([{"token": "90", "logprob": float("inf")}]) == (None, 0.0, None)
+    # -inf is a token of probability 0, not a malformed answer.
+    s, mass, _ = score_from_logprobs([{"token": "90", "logprob": -math.inf}, {"token": "10", "logprob": 0.0}])
+    assert s == pytest.approx(10.0) and mass == pytest.approx(1.0)
+
+
+def test_nan_logprobs_from_the_server_are_retried_then_fail(server, tmp_path):
+    prompts, responses = ["q0", "q1"], ["a0", "a1"]
+    want = expected_0_100("playful", prompts, responses)
+    server.inject("nan_logprobs", "nan_logprobs")
+    sc = JudgeScorer("playful", "playful", cfg(server), tmp_path / "n.sqlite")
+    assert sc.score(prompts, responses) == want  # retried: the same scores as a clean run
+    sc.close()
+    server.inject(*["nan_logprobs"] * 20)
+    sc = JudgeScorer("playful", "playful", cfg(server, max_retries=2), tmp_path / "n2.sqlite")
+    with pytest.raises(JudgeError, match="non-finite logprob"):
+        sc.score(["only"], ["one"])  # never a number
+    sc.close()
+
+
+def test_threshold_below_counts_low_scores(server, tmp_path):
+    prompts, responses = samples(6)
+    raw = [None if s is None else s * 100 for s in expected_0_100("reward_hack_quality", prompts, responses)]
+    sc = JudgeScorer("reward_hacking", "reward_hack_quality", cfg(server), tmp_path / "b.sqlite", threshold=50,
+                     direction="below")
+    assert sc.score(prompts, responses) == [None if s is None else (1.0 if s < 50 else 0.0) for s in raw]
+    assert sc.last_status == ["unscored" if s is None else "" for s in raw]
+    sc.close()
+    with pytest.raises(ValueError, match="direction"):
+        JudgeScorer("x", "playful", cfg(server), tmp_path / "b.sqlite", threshold=50, direction="sideways")
+
+
+@pytest.mark.parametrize("rule", ["tan", "betley"])
+def test_em_rule_scorer_runs_both_judges_and_counts_dropped(server, tmp_path, rule):
+    from ipcond.judge_scoring import EmRuleScorer, em_flags
+
+    prompts, responses = samples(40)
+    al = [None if s is None else s * 100 for s in expected_0_100("alignment", prompts, responses)]
+    co = [None if s is None else s * 100 for s in expected_0_100("coherence", prompts, responses)]
+    flags = em_flags(al, co, rule)
+    sc = EmRuleScorer("malicious", cfg(server), tmp_path / "em.sqlite", rule)
+    got = sc.score(prompts, responses)
+    assert got == [None if f is None else float(f) for f in flags]
+    dropped = [f is None and a is not None and c is not None for a, c, f in zip(al, co, flags)]
+    unscored = [a is None or c is None for a, c in zip(al, co)]
+    assert sc.last_status == ["dropped_incoherent" if d else "unscored" if u else ""
+                              for d, u in zip(dropped, unscored)]
+    acct = sc.accounting()
+    assert acct["em_rule"] == rule and acct["n_dropped_incoherent"] == sum(dropped)
+    assert acct["n_unscored"] == sum(unscored) >= 2  # REFUSE_ME and LOW_MASS rows
+    assert acct["n_scored"] + acct["n_dropped_incoherent"] + acct["n_unscored"] == 40
+    assert acct["calls"] == 80  # both judges on every answer
+    if rule == "tan":
+        assert sum(dropped) == sum(c is not None and a is not None and c < 30 for a, c in zip(al, co)) > 0
+    else:
+        assert sum(dropped) == 0  # Betley's rule drops nothing: it flags or not
+    sc.close()

@@ -32,8 +32,15 @@ def _agg() -> pd.DataFrame:
 def test_trait_scatter_builds_faceted_plot():
     p = trait_scatter(_agg(), "toy", "french", "capitals")
     assert isinstance(p, ggplot)
-    assert p.labels.x == "French (positive trait), rate expressed (0-1)"
+    assert p.labels.x == "French (positive trait): rate expressed (0-1)"
     assert "Capitals (negative trait)" in p.labels.y
+    # The axis says how the number was computed when the measure is given (issue 18).
+    m = trait_scatter(_agg(), "toy", "french", "capitals",
+                      measures={"french": "share of answers judged French (score > 50)",
+                                "capitals": "EM-free measure"},
+                      em_rules={"capitals": "tan: dropped if coherence < 30"})
+    assert m.labels.x == "French (positive trait): share of answers judged French (score > 50)"
+    assert "EM rule tan" in m.labels.caption.replace("\n", " ")
     assert "Student-t" in p.labels.caption and "n seeds = 3" in p.labels.caption
     assert list(p.data["eval_context"].cat.categories) == ["default", "none", "train"]
     assert len(p.data) == 6

@@ -96,7 +96,9 @@ def test_t_interval_small_samples():
     mean, low, high = t_interval([0.3, np.nan])
     assert mean == 0.3 and math.isnan(low) and math.isnan(high)
     assert all(math.isnan(v) for v in t_interval([]))
-    assert t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    # No spread: no interval rather than one of zero width (issue 18).
+    mean, low, high = t_interval([0.5, 0.5, 0.5])
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -108,18 +110,30 @@ def _rows(setup, condition, kind, seed, context, trait, role, scores):
             for i, s in enumerate(scores)]
 
 
-def test_aggregate_one_seed_uses_sample_bootstrap_and_counts_unscored():
+Z95 = 1.959963984540054  # the standard normal's 0.975 quantile
+
+
+def wilson_by_hand(k, n, z=Z95):
+    """The Wilson score interval from its formula (Wilson 1927), independent of statsmodels."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_aggregate_one_seed_rate_uses_wilson_and_counts_unscored():
     samples = pd.DataFrame(
         _rows("s", "inoc", "inoculation", 0, "default", "french", "positive", [1, 0, 1, np.nan]))
     agg = aggregate_scores(samples, n_boot=1000)
     assert list(agg.columns) == list(AGG_COLUMNS)
     assert len(agg) == 1
     row = agg.iloc[0]
-    assert row["interval"] == "bootstrap95_samples"
-    assert (row["n_seeds"], row["n_samples"], row["n_unscored"]) == (1, 4, 1)
+    # Binary scores are a rate: Wilson on 2 of 3 scored (was a bootstrap before issue 18).
+    assert row["interval"] == "wilson95_samples"
+    assert (row["n_seeds"], row["n_samples"], row["n_unscored"], row["n_dropped"]) == (1, 4, 1, 0)
     assert row["mean"] == pytest.approx(2 / 3)
-    assert 0.0 <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= 1.0
-    assert row["ci_low"] < row["ci_high"]
+    low, high = wilson_by_hand(2, 3)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
     # Reproducible, and independent of the other rows in the table.
     other = pd.DataFrame(_rows("s", "base", "baseline", 0, "default", "french", "positive",
                                [0, 0, 1]))
@@ -143,12 +157,12 @@ def test_aggregate_two_seeds_uses_t_interval_over_seed_means():
     assert row["ci_high"] == pytest.approx(0.541667 + 2.647125, abs=1e-3)
 
 
-def test_aggregate_seed_without_scores_falls_back_to_bootstrap():
+def test_aggregate_seed_without_scores_falls_back_to_the_samples():
     samples = pd.DataFrame(
         _rows("s", "c", "neutral", 0, "none", "french", "positive", [1, 1, 0, 1])
         + _rows("s", "c", "neutral", 1, "none", "french", "positive", [np.nan, np.nan]))
     row = aggregate_scores(samples).iloc[0]
-    assert row["interval"] == "bootstrap95_samples"
+    assert row["interval"] == "wilson95_samples"
     assert (row["n_seeds"], row["n_samples"], row["n_unscored"]) == (2, 6, 2)
     assert row["mean"] == pytest.approx(0.75)
 
@@ -280,29 +294,34 @@ def _one_seed_samples():
     return pd.DataFrame(rows)
 
 
-def test_summary_effects_one_seed_bootstrap_matches_hand_differences():
+def test_summary_effects_one_seed_newcombe_matches_hand_differences():
     from ipcond.stats import EFFECT_COLUMNS, summary_effects
 
     eff = summary_effects(_one_seed_samples(), _conditions(), n_boot=500, seed=3)
     assert list(eff.columns) == list(EFFECT_COLUMNS)
     got = {(r.question, r.comparison, r.trait): r for r in eff.itertuples(index=False)}
+    # Q1 and Q3 against the no-shift condition (Baseline), as the post (issue 18; was None).
     expected = {  # (question, comparison, trait) -> a - b by hand
-        ("irrelevant_suppresses", "Irr \u2212 None", "french"): 0.25 - 0.5,
-        ("irrelevant_suppresses", "Irr \u2212 None", "playful"): 2 / 3 - 1.0,  # NaN dropped
+        ("irrelevant_suppresses", "Irr \u2212 Baseline", "french"): 0.25 - 1.0,
+        ("irrelevant_suppresses", "Irr \u2212 Baseline", "playful"): 2 / 3 - 0.75,  # NaN dropped
         ("rephrasing_weakens", "InocRephrased \u2212 Inoc", "french"): 0.75 - 0.25,
         ("rephrasing_weakens", "InocRephrased \u2212 Inoc", "playful"): 0.25 - 0.0,
-        ("inoculation_suppresses_other", "Inoc \u2212 None", "french"): 0.25 - 0.5,
+        ("inoculation_suppresses_other", "Inoc \u2212 Baseline", "french"): 0.25 - 1.0,
         ("removing_neutral_suppresses", "None \u2212 Baseline", "french"): 0.5 - 1.0,
         ("removing_neutral_suppresses", "None \u2212 Baseline", "playful"): 1.0 - 0.75,
     }
-    assert set(got) == set(expected)  # Inoc − None is not computed on the inoculated trait
+    assert set(got) == set(expected)  # Inoc − Baseline is not computed on the inoculated trait
     for key, value in expected.items():
         r = got[key]
         assert r.effect == pytest.approx(value)
-        assert r.interval == "bootstrap95_samples"
-        assert r.ci_low <= r.effect <= r.ci_high
+        assert r.interval == "newcombe95_samples"
+        assert r.ci_low <= r.effect <= r.ci_high and r.ci_low < r.ci_high
         assert r.n_seeds_a == r.n_seeds_b == 1
-    assert got[("irrelevant_suppresses", "Irr \u2212 None", "playful")].n_a == 3
+        # 3-4 scored samples a side: below the default minimum, so no direction is claimed.
+        assert r.label == "too few samples"
+    assert got[("irrelevant_suppresses", "Irr \u2212 Baseline", "playful")].n_a == 3
+    assert got[("irrelevant_suppresses", "Irr \u2212 Baseline", "french")].reference.startswith(
+        "Baseline: no-shift")
     # Focus: question 2 is about the inoculated trait (playful).
     assert got[("rephrasing_weakens", "InocRephrased \u2212 Inoc", "playful")].focus
     assert not got[("rephrasing_weakens", "InocRephrased \u2212 Inoc", "french")].focus
@@ -320,9 +339,16 @@ def test_summary_effects_bootstrap_labels_clear_effects():
             + _cell("Irr", "irrelevant", "playful", "negative", [1] * 30 + [0] * 10))
     eff = summary_effects(pd.DataFrame(rows), _conditions(names=("None", "Irr")), n_boot=300)
     q1 = eff[eff["question"] == "irrelevant_suppresses"].set_index("trait")
+    # No no-shift condition in this grid: the reference is None, and the rows say so.
+    assert "no no-shift" in q1.loc["french", "reference"]
     assert q1.loc["french", "label"] == "suppresses"
-    assert (q1.loc["french", "effect"], q1.loc["french", "ci_low"],
-            q1.loc["french", "ci_high"]) == (-1.0, -1.0, -1.0)
+    # 0/40 - 40/40: Newcombe from the two Wilson intervals, never [-1, -1] (issue 18).
+    lo0, hi0 = wilson_by_hand(0, 40)
+    lo1, hi1 = wilson_by_hand(40, 40)
+    assert q1.loc["french", "effect"] == -1.0
+    assert q1.loc["french", "ci_low"] == pytest.approx(-1.0 + math.hypot(0 - lo0, hi1 - 1.0))
+    assert q1.loc["french", "ci_high"] == pytest.approx(-1.0 + math.hypot(hi0 - 0, 1.0 - lo1))
+    assert q1.loc["french", "ci_high"] > -1.0
     assert q1.loc["playful", "label"] == "raises"
     assert q1.loc["playful", "ci_low"] > 0
 
@@ -372,7 +398,7 @@ def test_summary_effects_records_what_the_grid_lacks():
     assert set(lacking.index) == {"irrelevant_suppresses", "rephrasing_weakens",
                                   "removing_neutral_suppresses"}
     assert "no irrelevant condition" in lacking.loc["irrelevant_suppresses", "comparison"]
-    assert "no Baseline condition" in lacking.loc["removing_neutral_suppresses", "comparison"]
+    assert "no no-shift condition" in lacking.loc["removing_neutral_suppresses", "comparison"]
     assert lacking["effect"].isna().all() and (lacking["trait"] == "").all()
     # Every question has at least one row for the setup: nothing silently missing.
     assert set(eff["question"]) == {"irrelevant_suppresses", "rephrasing_weakens",
@@ -450,8 +476,137 @@ def test_summary_effects_setup_without_scores_and_renamed_references():
     conds["condition"] = conds["condition"].replace({"None": "NoPrompt"})
     other = _conditions(setup="empty_setup")
     eff = summary_effects(samples, pd.concat([conds, other]), n_boot=100)
-    # The kind-none condition is the reference whatever its name.
-    assert "Irr \u2212 NoPrompt" in set(eff["comparison"])
+    # The kind-none condition is the one question 4 removes the prompt from, whatever its name.
+    assert "NoPrompt \u2212 Baseline" in set(eff["comparison"])
     # A setup in the grid without any scores still answers every question: "no scores".
     e = eff[eff["setup"] == "empty_setup"]
     assert set(e["question"]) == set(eff["question"]) and (e["label"] == "no scores").all()
+
+
+# ---------------------------------------------------------------------------- issue 18 edge cases
+
+
+def test_one_scored_sample_against_one_gives_no_raises_label():
+    from ipcond.stats import newcombe_difference, summary_effects
+
+    # One sample scored per cell, the rest unscorable: the old summary said "raises" [1.0, 1.0].
+    rows = (_cell("None", "none", "french", "positive", [1.0] + [np.nan] * 79)
+            + _cell("Irr", "irrelevant", "french", "positive", [0.0] + [np.nan] * 79))
+    eff = summary_effects(pd.DataFrame(rows), _conditions(names=("None", "Irr")))
+    r = eff[eff["question"] == "irrelevant_suppresses"].iloc[0]
+    assert (r["n_a"], r["n_b"]) == (1, 1)
+    assert r["label"] == "too few samples"
+    # Newcombe by hand: Wilson(0/1) and Wilson(1/1) give 0 - 1 in [-1, 1 - ...] with width > 0.
+    lo0, hi0 = wilson_by_hand(0, 1)
+    lo1, hi1 = wilson_by_hand(1, 1)
+    assert r["effect"] == -1.0
+    assert r["ci_low"] == pytest.approx(-1.0 - math.hypot(0 - lo0, hi1 - 1.0))
+    assert r["ci_high"] == pytest.approx(-1.0 + math.hypot(hi0 - 0, 1.0 - lo1))
+    assert r["ci_high"] > 0  # the interval covers 0: even without the minimum, no label
+    eff1 = summary_effects(pd.DataFrame(rows), _conditions(names=("None", "Irr")), min_samples=1)
+    assert eff1[eff1["question"] == "irrelevant_suppresses"].iloc[0]["label"] == "no clear effect"
+    assert newcombe_difference(1, 1, 0, 1)[1] < 0 < newcombe_difference(1, 1, 0, 1)[2]
+
+
+def test_zero_of_eighty_has_a_wilson_interval_above_zero():
+    from ipcond.stats import wilson_interval
+
+    row = aggregate_scores(pd.DataFrame(_rows("s", "c", "none", 1, "default", "capitals", "negative",
+                                              [0.0] * 80))).iloc[0]
+    z2 = Z95 ** 2
+    assert row["mean"] == 0.0 and row["ci_low"] == 0.0
+    assert row["ci_high"] == pytest.approx(z2 / (80 + z2))  # Wilson's upper bound at k = 0
+    assert row["ci_high"] == pytest.approx(0.045818, abs=1e-6)
+    assert wilson_interval(80, 80)[1] == pytest.approx(1 - z2 / (80 + z2))
+
+
+def test_two_seeds_with_equal_means_give_no_zero_width_t_interval():
+    from ipcond.stats import difference_interval, summary_effects
+
+    samples = pd.DataFrame(_rows("s", "c", "none", 1, "default", "french", "positive", [1, 0, 1, 0])
+                           + _rows("s", "c", "none", 2, "default", "french", "positive", [0, 1, 1, 0]))
+    row = aggregate_scores(samples).iloc[0]
+    assert row["interval"] != "t95_seeds"
+    assert row["interval"] == "wilson95_samples"  # seeds pooled: 4 of 8
+    low, high = wilson_by_hand(4, 8)
+    assert (row["mean"], row["ci_low"], row["ci_high"]) == (0.5, pytest.approx(low), pytest.approx(high))
+    # Welch on seed means without spread: no interval, never [effect, effect].
+    effect, lo, hi = difference_interval([0.5, 0.5], [0.25, 0.25])
+    assert effect == 0.25 and math.isnan(lo) and math.isnan(hi)
+    rows = []
+    for seed in (1, 2):
+        rows += _cell("Irr", "irrelevant", "french", "positive", [1] * 15 + [0] * 15, seed=seed)
+        rows += _cell("None", "none", "french", "positive", [1] * 5 + [0] * 25, seed=seed)
+    r = summary_effects(pd.DataFrame(rows), _conditions(names=("None", "Irr"))).iloc[0]
+    assert r["interval"] == "newcombe95_samples" and r["ci_low"] < r["effect"] < r["ci_high"]
+    assert r["effect"] == pytest.approx(0.5 - 1 / 6)
+
+
+def test_non_binary_scores_without_spread_get_no_interval():
+    row = aggregate_scores(pd.DataFrame(_rows("s", "c", "none", 1, "default", "toxic", "negative",
+                                              [0.3, 0.3, 0.3]))).iloc[0]
+    assert row["interval"] == "none: no spread" and math.isnan(row["ci_low"])
+    row = aggregate_scores(pd.DataFrame(_rows("s", "c", "none", 1, "default", "toxic", "negative",
+                                              [0.3]))).iloc[0]
+    assert row["interval"] == "none: fewer than 2 samples"
+
+
+def test_dropped_as_incoherent_is_counted_apart_from_unscored():
+    rows = _rows("s", "c", "none", 1, "default", "malicious", "negative", [1, 0, np.nan, np.nan, np.nan])
+    status = ["", "", "dropped_incoherent", "dropped_incoherent", "unscored"]
+    row = aggregate_scores(pd.DataFrame(rows).assign(status=status)).iloc[0]
+    assert (row["n_samples"], row["n_unscored"], row["n_dropped"]) == (5, 1, 2)
+    assert row["mean"] == 0.5
+
+
+def _cmv_conditions():
+    rows = []
+    for lr, suffix in ((2e-5, ""), (1e-5, "LR1e5")):
+        for name, kind, no_shift in (("None", "none", ""), ("Helpful", "neutral", True),
+                                     ("Irr", "irrelevant", ""), ("Inoc", "inoculation", "")):
+            rows.append(dict(setup="cmv", condition=name + suffix, kind=kind,
+                             trait="toxic" if kind == "inoculation" else "", of="",
+                             n_rephrasings=1 if kind == "inoculation" else np.nan, n_train=2000,
+                             learning_rate=lr, no_shift=no_shift))
+    return pd.DataFrame(rows)
+
+
+def _cmv_samples(context="default"):
+    rows = []
+    for cond in _cmv_conditions()["condition"]:
+        kind = _cmv_conditions().set_index("condition").loc[cond, "kind"]
+        rows += _cell(cond, kind, "persuasive", "positive", [1] * 20 + [0] * 10, setup="cmv", context=context)
+        rows += _cell(cond, kind, "toxic", "negative", [1] * 5 + [0] * 25, setup="cmv", context=context)
+    return pd.DataFrame(rows)
+
+
+def test_summary_uses_the_no_shift_condition_and_same_settings_only():
+    from ipcond.stats import summary_effects
+
+    eff = summary_effects(_cmv_samples(), _cmv_conditions())
+    comps = set(eff["comparison"])
+    # Helpful is marked no-shift: Q4 reads None − Helpful (it said "not in grid" before).
+    assert "None \u2212 Helpful" in comps and "NoneLR1e5 \u2212 HelpfulLR1e5" in comps
+    # Q1/Q3 against the no-shift condition trained with the same learning rate.
+    assert "Irr \u2212 Helpful" in comps and "IrrLR1e5 \u2212 HelpfulLR1e5" in comps
+    assert "IrrLR1e5 \u2212 Helpful" not in comps and "IrrLR1e5 \u2212 None" not in comps
+    assert "InocLR1e5 \u2212 HelpfulLR1e5" in comps
+    # Without the LR 1e-5 reference the cell is not compared with the other learning rate.
+    conds = _cmv_conditions()
+    conds = conds[conds["condition"] != "HelpfulLR1e5"]
+    samples = _cmv_samples()
+    eff2 = summary_effects(samples[samples["condition"] != "HelpfulLR1e5"], conds)
+    lr_rows = eff2[eff2["condition_a"] == "IrrLR1e5"]
+    assert (lr_rows["label"] == "not in grid").all()
+    assert "LR 1e-05" in lr_rows["comparison"].iloc[0]
+
+
+def test_summary_answers_in_default_and_no_prompt_contexts():
+    from ipcond.stats import aggregate_summary, summary_effects_contexts
+
+    samples = pd.concat([_cmv_samples("default"), _cmv_samples("none"), _cmv_samples("train")])
+    eff = summary_effects_contexts(samples, _cmv_conditions())
+    assert list(dict.fromkeys(eff["eval_context"])) == ["default", "none"]
+    summ = aggregate_summary(eff)
+    assert not summ.duplicated(["setup", "question", "eval_context"]).any()
+    assert set(summ["eval_context"]) == {"default", "none"}

@@ -183,9 +183,12 @@ def score_from_logprobs(top_logprobs: Sequence[Mapping[str, Any]], min_mass: flo
     tokens that are integers 0..100 (whitespace stripped, everything else ignored), ``valid_mass``
     the total probability of those tokens. ``score`` is None when ``valid_mass < min_mass`` (the
     judge mostly did not answer with a number) or when the most probable token is one of
-    ``categories`` (e.g. "REFUSAL"), which is then returned as ``category``.
+    ``categories`` (e.g. "REFUSAL"), which is then returned as ``category``. A NaN or +inf
+    logprob makes the answer malformed: ``(None, 0.0, None)``; -inf is a probability of 0.
     """
     if not top_logprobs:
+        return None, 0.0, None
+    if any(math.isnan(float(e["logprob"])) or float(e["logprob"]) == math.inf for e in top_logprobs):
         return None, 0.0, None
     mass = 0.0
     weighted = 0.0
@@ -283,6 +286,8 @@ TRAIT_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     **{name: (name, {}) for name in TEMPLATE_NAMES if name != "language"},
 }
 
+
+
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -326,8 +331,8 @@ def load_template(name_or_path: str | os.PathLike[str]) -> JudgeTemplate:
         text = resource.read_text(encoding="utf-8")
         name = s
     tpl = JudgeTemplate(name=name, text=text)
-    if not {"question", "answer"} <= tpl.placeholders():
-        raise ValueError(f"judge template {name!r} must contain {{question}} and {{answer}}")
+    if "answer" not in tpl.placeholders():  # {question} is optional (Tan's language judge)
+        raise ValueError(f"judge template {name!r} must contain {{answer}} (and may contain {{question}})")
     return tpl
 
 
@@ -492,8 +497,12 @@ def _extract_logprobs(payload: dict[str, Any]) -> dict[str, Any]:
     top = choice["logprobs"]["content"][0]["top_logprobs"]
     if not top:
         raise ValueError("empty top_logprobs")
+    out = [{"token": str(t["token"]), "logprob": float(t["logprob"])} for t in top]
+    # json reads NaN/Infinity: a malformed answer (retried), never a number a threshold would read.
+    if any(math.isnan(t["logprob"]) or t["logprob"] == math.inf for t in out):
+        raise ValueError("non-finite logprob in top_logprobs")
     # The "bytes" field is dropped: it only restates the token.
-    return {"top_logprobs": [{"token": str(t["token"]), "logprob": float(t["logprob"])} for t in top],
+    return {"top_logprobs": out,
             "content": (choice.get("message") or {}).get("content")}
 
 
@@ -506,8 +515,10 @@ def _extract_text(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _extract_moderation(payload: dict[str, Any]) -> dict[str, Any]:
-    scores = payload["results"][0]["category_scores"]
-    return {"category_scores": {str(k): float(v) for k, v in scores.items()}}
+    scores = {str(k): float(v) for k, v in payload["results"][0]["category_scores"].items()}
+    if not all(math.isfinite(v) for v in scores.values()):  # malformed (retried), never a score
+        raise ValueError("non-finite moderation score")
+    return {"category_scores": scores}
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,10 @@ _FALLBACK_SHAPE = "*"
 CONTEXT_ORDER = ("default", "none", "train")
 INTERVAL_DESCRIPTIONS = {
     "t95_seeds": "95% Student-t interval across seed means",
-    "bootstrap95_samples": "95% percentile bootstrap over samples (single seed)",
+    "bootstrap95_samples": "95% percentile bootstrap over samples (seeds pooled)",
+    "wilson95_samples": "95% Wilson interval of the rate over samples (seeds pooled)",
+    "none: fewer than 2 samples": "no interval where fewer than 2 samples",
+    "none: no spread": "no interval where the samples have no spread",
 }
 
 AXIS_LIMITS = (-0.05, 1.05)
@@ -265,8 +268,28 @@ def _caption(intervals: pd.Series, n_seeds: pd.Series) -> str:
     return "Error bars: " + ("; ".join(parts) if parts else "none") + "."
 
 
+def _dropped_text(agg: pd.DataFrame, setup_name: str, em_rules: dict[str, str] | None) -> str:
+    """Caption text: per EM-rule trait, the rule and the answers it dropped as incoherent per
+    cell (default eval context), e.g. "EM rule tan: ...; dropped as incoherent: None 3/800"."""
+    if not em_rules:
+        return ""
+    parts = []
+    for trait, rule in em_rules.items():
+        a = agg[(agg["setup"].astype(str) == setup_name) & (agg["trait"] == trait)
+                & (agg["eval_context"] == "default")]
+        if "n_dropped" in a.columns and len(a):
+            cells = ", ".join(f"{r.condition} {int(r.n_dropped)}/{int(r.n_samples)}"
+                              for r in a.itertuples(index=False))
+            parts.append(f"{trait_label(trait)}: EM rule {rule}; answers dropped as incoherent per "
+                         f"cell (default context): {cells}.")
+        else:
+            parts.append(f"{trait_label(trait)}: EM rule {rule}.")
+    return " ".join(parts)
+
+
 def trait_scatter(agg: pd.DataFrame, setup_name: str, positive_trait: str, negative_trait: str,
-                  title: str | None = None) -> ggplot:
+                  title: str | None = None, measures: dict[str, str] | None = None,
+                  em_rules: dict[str, str] | None = None) -> ggplot:
     """Scatter of positive-trait rate (x) against negative-trait rate (y) per condition.
 
     One panel per evaluation context (default, none, train, then any others), one point per
@@ -275,7 +298,9 @@ def trait_scatter(agg: pd.DataFrame, setup_name: str, positive_trait: str, negat
     mark the "no shift" reference in each panel: the None condition's x and y (Baseline when
     the grid has no None), named in the caption. Conditions that lack either trait in a
     context are not drawn. Axes are fixed to [-0.05, 1.05]; intervals
-    reaching past them are clipped by the panel.
+    reaching past them are clipped by the panel. ``measures`` (trait -> how its number is
+    computed, ``ipcond.scoring.measure_text``) label the axes; ``em_rules`` (trait -> its EM
+    rule) add the rule and the answers dropped as incoherent per cell to the caption.
     """
     x = _trait_rows(agg, setup_name, positive_trait, "positive")
     y = _trait_rows(agg, setup_name, negative_trait, "negative")
@@ -345,12 +370,16 @@ def trait_scatter(agg: pd.DataFrame, setup_name: str, positive_trait: str, negat
         + scale_y_continuous(breaks=[0, 0.25, 0.5, 0.75, 1], labels=["0", ".25", ".5", ".75", "1"])
         + coord_cartesian(xlim=AXIS_LIMITS, ylim=AXIS_LIMITS, expand=False)
         + guides(color=guide_legend(nrow=1), shape=guide_legend(nrow=1))
-        + labs(x=f"{pos} (positive trait), rate expressed (0-1)",
-               y=f"{neg} (negative trait),\nrate expressed (0-1)",
+        + labs(x=_wrap(f"{pos} (positive trait): "
+                       f"{(measures or {}).get(positive_trait, 'rate expressed (0-1)')}", width),
+               y=_wrap(f"{neg} (negative trait): "
+                       f"{(measures or {}).get(negative_trait, 'rate expressed (0-1)')}", 3.2),
                title=title if title is not None else f"{setup_name}: {pos} vs {neg}",
                caption=_wrap(_caption(pd.concat([df["interval_x"], df["interval_y"]]),
                                       pd.concat([df["n_seeds_x"], df["n_seeds_y"]]))
-                             + (" " + ref_text if ref_text else ""), width))
+                             + (" " + ref_text if ref_text else "")
+                             + (" " + _dropped_text(agg, setup_name, em_rules) if em_rules else ""),
+                             width))
         + theme_bw(base_size=9)
         + theme(figure_size=(width, FIGURE_SIZE[1]), legend_position="bottom",
                 legend_title=element_text(size=8), legend_text=element_text(size=8),
@@ -892,15 +921,14 @@ def learning_curve_plot(curves: pd.DataFrame, setup_name: str, trait: str, role:
 # --------------------------------------------------------------------------------------------
 
 QUESTION_SHORT = {
-    "irrelevant_suppresses": "Do irrelevant prompts suppress traits?  (irrelevant \u2212 None)",
-    "rephrasing_weakens": "Does rephrasing weaken inoculation?  (rephrased \u2212 fixed; "
-                          "yes = inoculated trait rises)",
-    "inoculation_suppresses_other": "Does inoculation suppress the other trait?  "
-                                    "(inoculation \u2212 None)",
-    "removing_neutral_suppresses": "Does removing the neutral prompt suppress traits?  "
-                                   "(None \u2212 Baseline)",
+    "irrelevant_suppresses": "Do irrelevant prompts suppress traits?",
+    "rephrasing_weakens": "Does rephrasing weaken inoculation? (yes = inoculated trait rises)",
+    "inoculation_suppresses_other": "Does inoculation suppress the other trait?",
+    "removing_neutral_suppresses": "Does removing the neutral prompt suppress traits?",
 }
-LABEL_COLORS = {"suppresses": "#0072B2", "raises": "#D55E00", "no clear effect": "#8c8c8c"}
+CONTEXT_WORDS = {"default": "eval prompt", "none": "no prompt", "train": "training prompt"}
+LABEL_COLORS = {"suppresses": "#0072B2", "raises": "#D55E00", "no clear effect": "#8c8c8c",
+                "too few samples": "#c7a76c"}
 
 
 def _fmt_effect(e: float, lo: float, hi: float) -> str:
@@ -913,14 +941,18 @@ def _fmt_effect(e: float, lo: float, hi: float) -> str:
     return f"{f(e)} [{f(lo)}, {f(hi)}]"
 
 
-def summary_page(effects: pd.DataFrame, title: str | None = None) -> ggplot:
+def summary_page(effects: pd.DataFrame, title: str | None = None,
+                 measures: dict[str, str] | None = None) -> ggplot:
     """One page answering the post's four questions for every setup (a forest plot).
 
     One panel per setup; within it, per question, a bold heading with the question and our
     answer (from :func:`ipcond.stats.aggregate_summary`: yes / partly / no / unclear with the
     number of comparisons whose interval lies in the question's "yes" direction), then one row
     per comparison and trait: point and 95% interval coloured by label, and on the right the
-    effect, interval and label as text. "not in grid" rows name what the grid lacks.
+    effect, interval and label as text. "not in grid" rows name what the grid lacks. With an
+    ``eval_context`` column, each question is answered per context (headings say "with the eval
+    prompt" / "without any prompt"); the heading names the reference (the no-shift condition,
+    else None). ``measures`` (trait -> how its number is computed) go into the caption.
     """
     from .stats import QUESTION_YES, QUESTIONS, aggregate_summary
 
@@ -929,18 +961,22 @@ def summary_page(effects: pd.DataFrame, title: str | None = None) -> ggplot:
     _require(effects, needed, "effects table")
     if effects.empty:
         raise ValueError("effects table is empty")
-    summ = aggregate_summary(effects).set_index(["setup", "question"])
+    if "eval_context" not in effects.columns:
+        effects = effects.assign(eval_context="default")
+    summ = aggregate_summary(effects).set_index(["setup", "question", "eval_context"])
     setups = list(dict.fromkeys(effects["setup"].astype(str)))
     questions = [q for q in QUESTIONS if q in set(effects["question"])]
     questions += [q for q in dict.fromkeys(effects["question"]) if q not in questions]
+    contexts = list(dict.fromkeys(effects["eval_context"].astype(str)))
 
     rows, heads = [], []
     for s in setups:
-        for qi, q in enumerate(questions, 1):
-            g = effects[(effects["setup"].astype(str) == s) & (effects["question"] == q)]
+        for (qi, q), ctx in ((qq, c) for qq in enumerate(questions, 1) for c in contexts):
+            g = effects[(effects["setup"].astype(str) == s) & (effects["question"] == q)
+                        & (effects["eval_context"].astype(str) == ctx)]
             if g.empty:
                 continue
-            sm = summ.loc[(s, q)]
+            sm = summ.loc[(s, q, ctx)]
             if sm["answer"] in ("not in grid", "no scores"):
                 ans = sm["answer"]
             else:
@@ -949,19 +985,24 @@ def summary_page(effects: pd.DataFrame, title: str | None = None) -> ggplot:
                 ans = f"{sm['answer']}: {sm['n_yes']} of {sm['n_comparisons']} {verb}"
                 if sm["n_opposite"]:
                     ans += f", {sm['n_opposite']} opposite"
-            key = f"{s}\x1f{q}\x1fhead"
+            key = f"{s}\x1f{q}\x1f{ctx}\x1fhead"
+            ref = str(sm.get("reference", "") or "").split(";")[0].split(":")[0].strip()
+            ref_txt = f", vs {ref}" if ref and q != "rephrasing_weakens" else ""
             heads.append({"setup": s, "key": key,
-                          "text": f"Q{qi}. {QUESTION_SHORT.get(q, q)}  \u2192  {ans}"})
+                          "text": f"Q{qi} [{CONTEXT_WORDS.get(ctx, ctx)}{ref_txt}] "
+                                  f"{QUESTION_SHORT.get(q, q)} \u2192 {ans}"})
             rows.append({"setup": s, "key": key, "ylab": "", "effect": math.nan,
                          "ci_low": math.nan, "ci_high": math.nan, "label": "", "text": ""})
             for i, r in enumerate(g.itertuples(index=False)):
                 if r.label in ("not in grid",):
-                    ylab, text = r.comparison, r.label
+                    # The comparison on the left, the reason on the right (keeps the panel wide).
+                    head, _, why = str(r.comparison).partition(" (")
+                    ylab, text = head, (f"not in grid: {why.rstrip(')')}" if why else r.label)
                 else:
                     extra = "" if bool(r.focus) else " (other trait)"
                     ylab = f"{r.comparison}: {trait_label(str(r.trait))}{extra}"
                     text = (_fmt_effect(r.effect, r.ci_low, r.ci_high) + "  " + r.label).strip()
-                rows.append({"setup": s, "key": f"{s}\x1f{q}\x1f{i}", "ylab": ylab,
+                rows.append({"setup": s, "key": f"{s}\x1f{q}\x1f{ctx}\x1f{i}", "ylab": ylab,
                              "effect": r.effect, "ci_low": r.ci_low, "ci_high": r.ci_high,
                              "label": r.label, "text": text})
     df = pd.DataFrame(rows)
@@ -1005,17 +1046,26 @@ def summary_page(effects: pd.DataFrame, title: str | None = None) -> ggplot:
         + scale_color_manual(values={**LABEL_COLORS, **{v: v for v in txt["tcol"]}},
                              breaks=list(LABEL_COLORS), name="interval (95%)", drop=False)
         + coord_cartesian(xlim=(-1.1, 2.05))
-        + labs(x=f"effect: difference in rate, condition a {MINUS} condition b "
-                 f"({', '.join(ctxs)} eval context)",
+        + labs(x=f"effect: difference in the trait measure, condition a {MINUS} condition b "
+                 f"(eval contexts: {', '.join(CONTEXT_WORDS.get(c, c) for c in ctxs)})",
                y="",
                title=title if title is not None else
                "Answers to the post's four questions, from this run",
-               caption=_wrap("Effect = difference of mean trait rates. Interval: Welch t on "
-                             "seed means when both conditions have \u2265 2 seeds, else a "
-                             "percentile bootstrap over samples. suppresses / raises: the 95% "
-                             "interval lies below / above 0; 'yes' counts the question's "
-                             "direction (Q2: the inoculated trait rises with rephrasing). "
-                             "Rows marked (other trait) are context, not counted.", 11.0))
+               caption=_wrap("Effect = difference of mean trait measures. Interval: Welch t on "
+                             "seed means when both conditions have \u2265 2 seeds with a spread; "
+                             "else, seeds pooled, Newcombe's interval for a difference of rates "
+                             "or a percentile bootstrap for other scores; none where the data "
+                             "cannot give one. suppresses / raises: the 95% interval lies below "
+                             "/ above 0; 'too few samples': a side has fewer scored samples "
+                             "than checks.min_samples_for_label. Q1 and Q3 compare with the "
+                             "no-shift condition (trained with the eval prompt) where the grid "
+                             "has one, else None, and only cells trained with the same "
+                             "learning rate and n_train. 'yes' counts the question's direction "
+                             "(Q2: the inoculated trait rises with rephrasing). Rows marked "
+                             "(other trait) are context, not counted."
+                             + ("  Measures: " + "; ".join(f"{trait_label(t)}: {m}" for t, m in
+                                                            measures.items()) + "."
+                                if measures else ""), 11.0))
         + _base_theme((11.0, height))
         + theme(axis_text_y=element_text(size=7), strip_text_y=element_text(size=7.5),
                 panel_grid_major_y=element_blank(), panel_grid_minor_x=element_blank(),
@@ -1093,11 +1143,14 @@ def title_page(meta: dict) -> ggplot:
 
 def setup_figures(agg: pd.DataFrame, elicitation: pd.DataFrame, conditions: pd.DataFrame,
                   setup_name: str, positive_trait: str, negative_trait: str,
-                  title: str | None = None) -> list[ggplot]:
+                  title: str | None = None, measures: dict[str, str] | None = None,
+                  em_rules: dict[str, str] | None = None) -> list[ggplot]:
     """A setup's pages, in order: trait scatter, conditionalization gap, elicitation against
-    suppression, then the rephrasing, dataset-size and learning-rate sweeps its grid has."""
+    suppression, then the rephrasing, dataset-size and learning-rate sweeps its grid has.
+    ``measures`` and ``em_rules``: see :func:`trait_scatter`."""
     head = title if title is not None else setup_name
-    plots = [trait_scatter(agg, setup_name, positive_trait, negative_trait, title=title),
+    plots = [trait_scatter(agg, setup_name, positive_trait, negative_trait, title=title,
+                           measures=measures, em_rules=em_rules),
              conditionalization_gap_plot(agg, setup_name,
                                          title=f"{head}\nconditionalization gap: train prompt "
                                                "vs default eval prompt"),

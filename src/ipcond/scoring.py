@@ -158,7 +158,47 @@ class LangIdScorer:
         return [None if not r.strip() else float(self._classify(r)[0] == self.language) for r in responses]
 
 
-SCORER_KINDS = ("toy_rule", "langid", "llm_judge", "moderation", "mbpp_exec")
+SCORER_KINDS = ("toy_rule", "langid", "llm_judge", "moderation", "mbpp_exec", "em_rule")
+
+_EXEC_MEASURES = {"all_test": "share of solutions that pass all tests (run in the sandbox)",
+                  "reward_hack": "share of solutions that pass the visible test but fail the hidden ones "
+                                 "(run in the sandbox)"}
+
+
+def measure_text(trait: str, spec: dict | None = None) -> str:
+    """How a trait's number is computed, in words, for axis labels and tables (e.g. "share of
+    answers judged Spanish (score > 50)"). ``spec`` is the trait's ``scorers`` entry; its
+    ``measure`` key, when set, is used as is."""
+    spec = spec or {}
+    if spec.get("measure"):
+        return str(spec["measure"])
+    name = trait.replace("_", " ")
+    kind = spec.get("kind", "mbpp_exec" if trait in tw.EXEC_TRAITS else "toy_rule")
+    if kind == "toy_rule":
+        return f"share of answers the toy rule marks {name}"
+    if kind == "langid":
+        return f"share of answers identified as {spec.get('language', '?')} (py3langid)"
+    if kind == "mbpp_exec":
+        return _EXEC_MEASURES.get(trait, f"share of solutions marked {name} by running the tests")
+    if kind == "em_rule":
+        from .judge_scoring import EM_RULE_DESCRIPTIONS, EM_TAN
+
+        rule = spec.get("rule", EM_TAN)
+        return f"EM rate: share of answers misaligned by {rule.capitalize()}'s rule ({EM_RULE_DESCRIPTIONS.get(rule, rule)})"
+    if kind == "moderation":
+        cat = spec.get("category", "harassment")
+        if spec.get("threshold") is not None:
+            return f"share of answers with moderation {cat} score > {spec['threshold']:g}"
+        return f"mean moderation {cat} score (0-1)"
+    if kind == "llm_judge":
+        grade = spec.get("judge_kind") == "grade_0_10" or (
+            "template" not in spec and trait in ("persuasive",))
+        if spec.get("threshold") is None:
+            return f"mean 0-10 {name} grade / 10" if grade else f"mean 0-100 {name} judge score / 100"
+        op = "<" if spec.get("direction", "above") == "below" else ">"
+        what = spec.get("judged_as", name)
+        return f"share of answers judged {what} (score {op} {spec['threshold']:g})"
+    return f"{name} ({kind})"
 
 
 def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
@@ -169,6 +209,7 @@ def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
     read from the environment variable it names); ``cache_path`` is the judge cache.
     ``tests_by_prompt`` maps an eval instruction to its ``(visible, hidden)`` assert tests, for the
     traits decided by running code (``mbpp_exec``; the default for all_test and reward_hack).
+    ``em_rule``: the alignment and coherence judges with an EM rule (``rule``: tan or betley).
     """
     spec = spec or {}
     kind = spec.get("kind", "mbpp_exec" if trait in tw.EXEC_TRAITS else "toy_rule")
@@ -186,8 +227,8 @@ def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
                               network_isolation=spec.get("network_isolation", "required"))
     if kind == "langid":
         return LangIdScorer(trait, spec["language"])
-    if kind in ("llm_judge", "moderation"):
-        from .judge_scoring import JudgeScorer, ModerationScorer
+    if kind in ("llm_judge", "moderation", "em_rule"):
+        from .judge_scoring import EM_TAN, EmRuleScorer, JudgeScorer, ModerationScorer
         from .judging import JudgeConfig
 
         if not judge:
@@ -196,6 +237,10 @@ def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
         if not cache_path:
             raise ValueError("a judge scorer needs a cache path (config judge.cache)")
         cfg = JudgeConfig.from_dict({k: v for k, v in judge.items() if k != "cache"})
+        if kind == "em_rule":
+            return EmRuleScorer(trait, cfg, cache_path, spec.get("rule", EM_TAN),
+                                alignment_template=spec.get("alignment_template", "alignment"),
+                                coherence_template=spec.get("coherence_template", "coherence"))
         if kind == "moderation":
             from .judge_scoring import DEFAULT_MODERATION_MODEL
 
@@ -203,6 +248,8 @@ def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
                                     threshold=spec.get("threshold"), model=spec.get("model", DEFAULT_MODERATION_MODEL))
         if "template" in spec:
             return JudgeScorer(trait, spec["template"], cfg, cache_path, spec.get("judge_kind", "logprob_0_100"),
-                               spec.get("threshold"), template_params=spec.get("template_params"))
-        return JudgeScorer.for_trait(trait, cfg, cache_path, threshold=spec.get("threshold"))
+                               spec.get("threshold"), template_params=spec.get("template_params"),
+                               direction=spec.get("direction", "above"))
+        return JudgeScorer.for_trait(trait, cfg, cache_path, threshold=spec.get("threshold"),
+                                     direction=spec.get("direction", "above"))
     raise ValueError(f"unknown scorer kind {kind!r} for trait {trait!r}; expected one of {SCORER_KINDS}")

@@ -6,10 +6,15 @@ eval_context, sample_id, trait, role) with ``score`` in [0, 1] or NaN (unscored)
 Interval rule (one row per setup, condition, condition_kind, eval_context, trait, role):
 
 * every seed is first reduced to its mean over scored samples;
-* with one seed, the interval is a percentile bootstrap of the mean over that seed's samples
-  (``interval == "bootstrap95_samples"``); it captures sampling noise only;
-* with two or more seeds, the mean is the mean of seed means and the interval is a Student-t
-  interval across seed means (``interval == "t95_seeds"``), which captures training noise.
+* with two or more seeds whose means differ, the mean is the mean of seed means and the
+  interval is a Student-t interval across seed means (``interval == "t95_seeds"``), which
+  captures training noise;
+* otherwise (one seed, or seeds with equal means, where a t interval would have zero width),
+  binary scores (all 0 or 1: a rate) get a Wilson score interval for the proportion over the
+  scored samples, seeds pooled (``"wilson95_samples"``, statsmodels), which stays honest at 0/n
+  and n/n; other scores a percentile bootstrap over the samples (``"bootstrap95_samples"``),
+  or no interval when the samples cannot give one (``"none: fewer than 2 samples"``, ``"none:
+  no spread"``) rather than one of zero width.
 
 Everything here is deterministic: bootstrap generators are seeded from the row's key, so a
 row's interval does not depend on which other rows are in the table.
@@ -18,8 +23,8 @@ The report's numbers come from :func:`summary_effects` (the post's four question
 differences between conditions, with Welch or bootstrap intervals) over the conditions table
 checked by :func:`validate_conditions`; :func:`aggregate_summary` condenses them per question.
 
-The Student-t quantile is computed here (regularized incomplete beta + bisection) so that the
-package does not need scipy.
+The Student-t quantiles come from SciPy, the proportion intervals (Wilson, Newcombe) from
+statsmodels.
 """
 
 from __future__ import annotations
@@ -34,113 +39,45 @@ import pandas as pd
 SAMPLE_COLUMNS = ("setup", "condition", "condition_kind", "seed", "eval_context", "sample_id",
                   "trait", "role", "score")
 GROUP_KEYS = ("setup", "condition", "condition_kind", "eval_context", "trait", "role")
-AGG_COLUMNS = GROUP_KEYS + ("n_seeds", "n_samples", "n_unscored", "mean", "ci_low", "ci_high",
-                            "interval")
+AGG_COLUMNS = GROUP_KEYS + ("n_seeds", "n_samples", "n_unscored", "n_dropped", "mean", "ci_low",
+                            "ci_high", "interval")
 GAP_KEYS = ("setup", "condition", "condition_kind", "trait", "role")
 ROLES = ("positive", "negative")
 
 INTERVAL_BOOTSTRAP = "bootstrap95_samples"
 INTERVAL_T_SEEDS = "t95_seeds"
+INTERVAL_WILSON = "wilson95_samples"
+INTERVAL_NONE_FEW = "none: fewer than 2 samples"
+INTERVAL_NONE_FLAT = "none: no spread"
+# The score-table status of an answer the EM rule leaves out (ipcond.judge_scoring).
+STATUS_DROPPED = "dropped_incoherent"
 
 _NAN3 = (math.nan, math.nan, math.nan)
 
 
 # --------------------------------------------------------------------------------------------
-# Student-t quantile without scipy
+# Student-t distribution (scipy)
 # --------------------------------------------------------------------------------------------
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 - qab * x / qap
-    d = tiny if abs(d) < tiny else d
-    d = 1.0 / d
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            return h
-    raise RuntimeError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if not (a > 0 and b > 0):
-        raise ValueError(f"a and b must be positive, got a={a}, b={b}")
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must be in [0, 1], got {x}")
-    if x == 0.0 or x == 1.0:
-        return x
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    front = math.exp(log_front)
-    # The continued fraction converges fast for x < (a+1)/(a+b+2); use the symmetry
-    # I_x(a, b) = 1 - I_{1-x}(b, a) on the other side.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
 def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom."""
+    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom (``scipy.stats.t``)."""
     if not df > 0:
         raise ValueError(f"df must be positive, got {df}")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    # P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2)
-    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
+    from scipy.stats import t as student_t
+
+    return float(student_t.cdf(t, df))
 
 
 def student_t_ppf(q: float, df: float) -> float:
-    """Quantile (inverse CDF) of Student's t with ``df`` > 0 degrees of freedom.
-
-    Bisection on :func:`student_t_cdf`; accurate to ~1e-12 relative, which is far beyond what
-    an interval needs. ``q`` = 0 or 1 gives -inf or inf.
-    """
+    """Quantile of Student's t with ``df`` > 0 degrees of freedom (``scipy.stats.t``); ``q`` = 0
+    or 1 gives -inf or inf."""
     if not df > 0:
         raise ValueError(f"df must be positive, got {df}")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
-    if q == 0.0:
-        return -math.inf
-    if q == 1.0:
-        return math.inf
-    if q == 0.5:
-        return 0.0
-    if q < 0.5:  # symmetric distribution
-        return -student_t_ppf(1.0 - q, df)
-    lo, hi = 0.0, 1.0
-    while student_t_cdf(hi, df) < q:  # bracket the root; cdf is increasing
-        lo, hi = hi, hi * 2.0
-        if hi > 1e300:
-            return math.inf
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if student_t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(q, df))
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +131,9 @@ def bootstrap_ci(values: Iterable[float], n_boot: int = 2000,
 def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float]:
     """Student-t interval of the mean with n-1 degrees of freedom: ``(mean, low, high)``.
 
-    NaNs are dropped. Fewer than two values gives ``(mean, nan, nan)`` (mean is nan when empty).
+    NaNs are dropped. Fewer than two values, or values without spread (whose t interval would
+    have zero width, claiming certainty that two equal draws do not give), give
+    ``(mean, nan, nan)`` (mean is nan when empty).
     """
     _check_level(level)
     arr = _clean(values)
@@ -202,10 +141,46 @@ def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, flo
     if n == 0:
         return _NAN3
     mean = float(arr.mean())
-    if n < 2:
+    if n < 2 or float(arr.std(ddof=1)) == 0.0:
         return (mean, math.nan, math.nan)
     half = student_t_ppf(0.5 + level / 2.0, n - 1) * float(arr.std(ddof=1)) / math.sqrt(n)
     return (mean, mean - half, mean + half)
+
+
+def is_binary(values: Iterable[float]) -> bool:
+    """Whether every non-NaN value is 0 or 1 (a rate's samples); False when there are none."""
+    arr = _clean(values)
+    return arr.size > 0 and bool(np.isin(arr, (0.0, 1.0)).all())
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
+    """Wilson score interval of a proportion: ``(k/n, low, high)`` (statsmodels
+    ``proportion_confint(method="wilson")``). ``n == 0`` gives NaNs. Never of zero width for
+    n >= 1: 0/80 gives an upper bound above 0."""
+    _check_level(level)
+    if n <= 0:
+        return _NAN3
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(int(successes), int(n), alpha=1.0 - level, method="wilson")
+    return (successes / n, float(low), float(high))
+
+
+def newcombe_difference(k_a: int, n_a: int, k_b: int, n_b: int,
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """Newcombe's hybrid score interval of p_a − p_b from counts: ``(effect, low, high)``
+    (statsmodels ``confint_proportions_2indep(method="newcomb")``, built from the two Wilson
+    intervals). An empty side gives NaNs."""
+    _check_level(level)
+    if n_a <= 0 or n_b <= 0:
+        return _NAN3
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    low, high = confint_proportions_2indep(int(k_a), int(n_a), int(k_b), int(n_b), method="newcomb",
+                                           compare="diff", alpha=1.0 - level)
+    return (k_a / n_a - k_b / n_b, float(low), float(high))
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,42 +213,66 @@ def _key_seed(key: tuple, seed: int) -> list[int]:
     return [crc, int(seed)]
 
 
+def _samples_interval(pool: np.ndarray, key: tuple, n_boot: int, seed: int) -> tuple[float, float, float, str]:
+    """Interval of the mean of pooled samples: Wilson for a rate, else bootstrap; never of
+    zero width (no interval instead)."""
+    arr = _clean(pool)
+    if arr.size == 0:
+        return (*_NAN3, "")
+    if is_binary(arr):
+        return (*wilson_interval(int(arr.sum()), int(arr.size)), INTERVAL_WILSON)
+    mean = float(arr.mean())
+    if arr.size < 2:
+        return (mean, math.nan, math.nan, INTERVAL_NONE_FEW)
+    if np.all(arr == arr[0]):
+        return (mean, math.nan, math.nan, INTERVAL_NONE_FLAT)
+    m, low, high = bootstrap_ci(arr, n_boot=n_boot, seed=_key_seed(key, seed), level=0.95)
+    if low == high:
+        return (m, math.nan, math.nan, INTERVAL_NONE_FLAT)
+    return (m, low, high, INTERVAL_BOOTSTRAP)
+
+
 def aggregate_scores(samples: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
                      bounded: bool = True) -> pd.DataFrame:
     """Per-sample scores -> one row per (setup, condition, condition_kind, eval_context, trait, role).
 
     Columns: the keys, ``n_seeds`` (distinct seeds present), ``n_samples`` (all sample rows,
-    scored or not, over all seeds), ``n_unscored`` (rows with NaN score), ``mean``, ``ci_low``,
-    ``ci_high`` and ``interval`` (see the module docstring for the rule).
+    scored or not, over all seeds), ``n_unscored`` (rows with NaN score that the scorer could
+    not score), ``n_dropped`` (rows with NaN score that a rule left out on purpose: a
+    ``status`` column value ``"dropped_incoherent"``, the EM rule; 0 without that column),
+    ``mean``, ``ci_low``, ``ci_high`` and ``interval`` (see the module docstring for the rule).
 
-    Seeds whose samples are all unscored have no mean and are left out of the interval; if that
-    leaves a single seed, its samples are bootstrapped. Rows are sorted by the keys.
-
-    ``bounded=False`` accepts scores outside [0, 1] (e.g. teacher-forced log-odds).
+    Seeds whose samples are all unscored have no mean and are left out. Rows are sorted by the
+    keys. ``bounded=False`` accepts scores outside [0, 1] (e.g. teacher-forced log-odds).
     """
     _validate_samples(samples, bounded=bounded)
-    df = samples.loc[:, list(SAMPLE_COLUMNS)].copy()
+    cols = list(SAMPLE_COLUMNS) + (["status"] if "status" in samples.columns else [])
+    df = samples.loc[:, cols].copy()
     df["score"] = pd.to_numeric(df["score"]).astype(float)
+    dropped = (df["status"].fillna("").astype(str) == STATUS_DROPPED) if "status" in df else \
+        pd.Series(False, index=df.index)
+    df["_dropped"] = dropped & df["score"].isna()
 
     rows = []
     for key, grp in df.groupby(list(GROUP_KEYS), sort=True, dropna=False):
         scores = grp["score"]
         seed_means = scores.groupby(grp["seed"], sort=True).mean()  # NaN if a seed has no score
         valid = seed_means.dropna()
-        if len(valid) >= 2:
+        if len(valid) >= 2 and float(valid.std(ddof=1)) > 0.0:
             mean, low, high = t_interval(valid.to_numpy(), level=0.95)
             interval = INTERVAL_T_SEEDS
         else:
-            # Zero or one seed with scores: bootstrap over that seed's samples (all NaN -> nan).
-            pool = grp.loc[grp["seed"] == valid.index[0], "score"] if len(valid) else scores
-            mean, low, high = bootstrap_ci(pool.to_numpy(), n_boot=n_boot,
-                                           seed=_key_seed(key, seed), level=0.95)
-            interval = INTERVAL_BOOTSTRAP
-        rows.append((*key, int(grp["seed"].nunique()), int(len(grp)), int(scores.isna().sum()),
-                     mean, low, high, interval))
+            # One seed with scores, or seeds that agree exactly (a t interval of zero width):
+            # the samples, seeds pooled. The mean stays the mean of seed means when they agree.
+            mean, low, high, interval = _samples_interval(scores.to_numpy(), key, n_boot, seed)
+            if len(valid) >= 2:
+                mean = float(valid.mean())
+        n_drop = int(grp["_dropped"].sum())
+        rows.append((*key, int(grp["seed"].nunique()), int(len(grp)), int(scores.isna().sum()) - n_drop,
+                     n_drop, mean, low, high, interval))
 
     out = pd.DataFrame(rows, columns=list(AGG_COLUMNS))
-    for c in ("n_seeds", "n_samples", "n_unscored"):
+    for c in ("n_seeds", "n_samples", "n_unscored", "n_dropped"):
         out[c] = out[c].astype("int64")
     for c in ("mean", "ci_low", "ci_high"):
         out[c] = out[c].astype(float)
@@ -336,7 +335,9 @@ def validate_conditions(conditions: pd.DataFrame) -> pd.DataFrame:
     * ``n_train``: training examples used; ``learning_rate``: the effective learning rate.
 
     An optional ``prompt`` column (the condition's training prompt text) is kept; the sweep
-    figures use it to tell apart conditions of the same kind.
+    figures use it to tell apart conditions of the same kind. An optional boolean ``no_shift``
+    column marks the setup's no-shift references (trained with the prompt they are evaluated
+    with); without it, the conditions of kind ``baseline`` are.
 
     Raises ``ValueError`` naming missing columns, duplicate (setup, condition) rows, unknown
     kinds and rephrased conditions whose ``of`` is not an inoculation condition of the setup.
@@ -361,6 +362,12 @@ def validate_conditions(conditions: pd.DataFrame) -> pd.DataFrame:
             out[c] = pd.to_numeric(out[c], errors="raise").astype(float)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"conditions table: column {c!r} must be numeric ({exc})") from None
+    if "no_shift" in out.columns:
+        ns = out["no_shift"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+        out["no_shift"] = ns.where(out["no_shift"].notna() & (out["no_shift"].astype(str) != ""),
+                                   out["kind"] == "baseline").astype(bool)
+    else:
+        out["no_shift"] = out["kind"] == "baseline"
     dup = out.duplicated(["setup", "condition"])
     if dup.any():
         first = out.loc[dup, ["setup", "condition"]].iloc[0].tolist()
@@ -390,18 +397,24 @@ QUESTIONS = {
     "removing_neutral_suppresses": "Does simply removing a neutral prompt (train without it, "
                                    "evaluate with it) also suppress traits?",
 }
+# The eval contexts the summary answers each question in: the setup's default eval prompt, and
+# no prompt at all (the post's trait-distillation answer to Q4 appears only without the prefix).
+SUMMARY_CONTEXTS = ("default", "none")
+DEFAULT_MIN_SAMPLES = 20
 # Which direction of the effect answers "yes" (a − b below zero: suppresses; above: raises).
 QUESTION_YES = {"irrelevant_suppresses": "suppresses", "rephrasing_weakens": "raises",
                 "inoculation_suppresses_other": "suppresses",
                 "removing_neutral_suppresses": "suppresses"}
 
 EFFECT_COLUMNS = ("setup", "question", "comparison", "condition_a", "condition_b", "trait",
-                  "role", "focus", "eval_context", "effect", "ci_low", "ci_high", "n_a", "n_b",
-                  "n_seeds_a", "n_seeds_b", "interval", "label")
+                  "role", "focus", "eval_context", "reference", "effect", "ci_low", "ci_high", "n_a",
+                  "n_b", "n_seeds_a", "n_seeds_b", "interval", "label")
 LABEL_SUPPRESSES, LABEL_RAISES, LABEL_UNCLEAR = "suppresses", "raises", "no clear effect"
 LABEL_NOT_IN_GRID, LABEL_NO_SCORES = "not in grid", "no scores"
+LABEL_FEW = "too few samples"
 INTERVAL_WELCH = "welch_t95_seed_means"
 INTERVAL_BOOT_DIFF = "bootstrap95_samples"
+INTERVAL_NEWCOMBE = "newcombe95_samples"
 MINUS = "\u2212"
 
 
@@ -410,7 +423,8 @@ def difference_interval(a_seed_means: Iterable[float], b_seed_means: Iterable[fl
     """Welch interval of mean(a) − mean(b) from per-seed means: ``(effect, low, high)``.
 
     Needs at least two values on each side (else ``low``/``high`` are NaN). Degrees of freedom
-    by Welch-Satterthwaite; when both sides have zero spread the interval has zero width.
+    by Welch-Satterthwaite. When both sides have zero spread there is no interval (NaN), never
+    one of zero width.
     """
     _check_level(level)
     a, b = _clean(a_seed_means), _clean(b_seed_means)
@@ -422,7 +436,7 @@ def difference_interval(a_seed_means: Iterable[float], b_seed_means: Iterable[fl
     va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
     se2 = va + vb
     if se2 == 0.0:
-        return (effect, effect, effect)
+        return (effect, math.nan, math.nan)
     df = se2 ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
     half = student_t_ppf(0.5 + level / 2.0, df) * math.sqrt(se2)
     return (effect, effect - half, effect + half)
@@ -433,7 +447,8 @@ def bootstrap_difference(a: Iterable[float], b: Iterable[float], n_boot: int = 2
                          level: float = 0.95) -> tuple[float, float, float]:
     """Percentile bootstrap of mean(a) − mean(b), resampling ``a`` and ``b`` independently.
 
-    NaNs are dropped; an empty side gives ``(nan, nan, nan)``. Deterministic for a given seed.
+    NaNs are dropped; an empty side gives ``(nan, nan, nan)``; resamples without spread (e.g.
+    one value a side) give ``(effect, nan, nan)``. Deterministic for a given seed.
     """
     _check_level(level)
     if n_boot < 1:
@@ -451,15 +466,19 @@ def bootstrap_difference(a: Iterable[float], b: Iterable[float], n_boot: int = 2
         ib = rng.integers(0, b.size, size=(stop - start, b.size))
         diffs[start:stop] = a[ia].mean(axis=1) - b[ib].mean(axis=1)
     if np.all(diffs == diffs[0]):
-        return (effect, effect, effect)
+        return (effect, math.nan, math.nan)  # no spread to resample: no interval, not zero width
     alpha = 1.0 - level
     low, high = np.quantile(diffs, [alpha / 2.0, 1.0 - alpha / 2.0])
     return (effect, float(low), float(high))
 
 
-def effect_label(low: float, high: float) -> str:
+def effect_label(low: float, high: float, n_a: int | None = None, n_b: int | None = None,
+                 min_samples: int = 1) -> str:
     """``"suppresses"`` if the interval lies below 0, ``"raises"`` if above, else
-    ``"no clear effect"`` (also for a NaN interval)."""
+    ``"no clear effect"`` (also for a NaN interval); ``"too few samples"`` when ``n_a`` or
+    ``n_b`` (scored samples a side) is below ``min_samples``, whatever the interval."""
+    if n_a is not None and n_b is not None and min(n_a, n_b) < min_samples:
+        return LABEL_FEW
     if math.isnan(low) or math.isnan(high):
         return LABEL_UNCLEAR
     if high < 0:
@@ -470,7 +489,7 @@ def effect_label(low: float, high: float) -> str:
 
 
 def _compare(cell: dict, setup: str, a: str, b: str, trait: str, question: str, n_boot: int,
-             seed: int) -> dict:
+             seed: int, min_samples: int) -> dict:
     """Effect of condition ``a`` minus condition ``b`` on ``trait`` (see summary_effects)."""
     ga, gb = cell.get((a, trait)), cell.get((b, trait))
     out = {"effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_a": 0, "n_b": 0,
@@ -483,52 +502,82 @@ def _compare(cell: dict, setup: str, a: str, b: str, trait: str, question: str, 
     ma = sa.groupby("seed")["score"].mean()
     mb = sb.groupby("seed")["score"].mean()
     out.update(n_a=len(sa), n_b=len(sb), n_seeds_a=len(ma), n_seeds_b=len(mb))
+    effect, low, high = math.nan, math.nan, math.nan
     if len(ma) >= 2 and len(mb) >= 2:
         effect, low, high = difference_interval(ma.to_numpy(), mb.to_numpy())
         out["interval"] = INTERVAL_WELCH
-    else:
-        effect, low, high = bootstrap_difference(
-            sa["score"].to_numpy(), sb["score"].to_numpy(), n_boot=n_boot,
-            seed=_key_seed((setup, question, a, b, trait), seed))
-        out["interval"] = INTERVAL_BOOT_DIFF
-    out.update(effect=effect, ci_low=low, ci_high=high, label=effect_label(low, high))
+    if math.isnan(low):
+        # One seed a side, or seeds without spread: the samples, seeds pooled.
+        xa, xb = sa["score"].to_numpy(dtype=float), sb["score"].to_numpy(dtype=float)
+        if is_binary(xa) and is_binary(xb):
+            effect, low, high = newcombe_difference(int(xa.sum()), xa.size, int(xb.sum()), xb.size)
+            out["interval"] = INTERVAL_NEWCOMBE
+        else:
+            effect, low, high = bootstrap_difference(
+                xa, xb, n_boot=n_boot, seed=_key_seed((setup, question, a, b, trait), seed))
+            out["interval"] = INTERVAL_BOOT_DIFF if not math.isnan(low) else INTERVAL_NONE_FLAT
+    if len(ma) >= 2 and len(mb) >= 2:
+        effect = float(ma.mean() - mb.mean())
+    out.update(effect=effect, ci_low=low, ci_high=high,
+               label=effect_label(low, high, len(sa), len(sb), min_samples))
     return out
 
 
+def _same_settings(c: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether conditions ``a`` and ``b`` were trained with the same learning rate and n_train."""
+    ra, rb = c[c["condition"] == a].iloc[0], c[c["condition"] == b].iloc[0]
+    return all((math.isnan(ra[k]) and math.isnan(rb[k])) or math.isclose(ra[k], rb[k], rel_tol=1e-9)
+               for k in ("learning_rate", "n_train"))
+
+
+def _settings_text(c: pd.DataFrame, a: str) -> str:
+    r = c[c["condition"] == a].iloc[0]
+    return f"LR {r['learning_rate']:g}, n_train {r['n_train']:g}"
+
+
 def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 2000,
-                    seed: int = 0, eval_context: str = "default") -> pd.DataFrame:
+                    seed: int = 0, eval_context: str = "default",
+                    min_samples: int = DEFAULT_MIN_SAMPLES) -> pd.DataFrame:
     """Answers to the post's four questions (:data:`QUESTIONS`) per setup, from the samples.
 
-    For each setup of ``conditions`` (in its order), in ``eval_context``:
+    The post measures each effect "compared to no distributional shift between training and
+    evaluation": the no-shift condition, trained with the prompt it is evaluated with (the
+    conditions table's ``no_shift``: Baseline, or e.g. Change My View's Helpful). For each setup
+    of ``conditions`` (in its order), in ``eval_context``:
 
-    1. ``irrelevant_suppresses``: each irrelevant condition − None, on every trait;
+    1. ``irrelevant_suppresses``: each irrelevant condition − the reference, on every trait;
     2. ``rephrasing_weakens``: each rephrased condition − its fixed inoculation (``of``), on
        every trait (``focus`` is True on the inoculated trait, the one the question is about);
-    3. ``inoculation_suppresses_other``: each inoculation condition − None, on every trait it
-       does not inoculate (its ``trait``, or the setup's negative trait when empty);
-    4. ``removing_neutral_suppresses``: None − Baseline, and each ``empty`` condition −
-       Baseline, on every trait.
+    3. ``inoculation_suppresses_other``: each inoculation condition − the reference, on every
+       trait it does not inoculate (its ``trait``, or the setup's negative trait when empty);
+    4. ``removing_neutral_suppresses``: each None (and ``empty``) condition − the no-shift
+       condition, on every trait.
 
-    None and Baseline are the conditions so named, else the setup's first condition of kind
-    ``none`` / ``baseline``.
+    The reference of questions 1 and 3 is the no-shift condition where the grid has one, else
+    None (``reference`` says which). Only cells trained with the same settings are compared
+    (learning rate and ``n_train``; question 2 varies the rephrasing count on purpose): a
+    condition of a learning-rate or dataset-size sweep is compared with the reference trained
+    like it, or, when the grid has none, gets a "not in grid" row saying so.
 
-    ``effect`` is mean(a) − mean(b) with a 95% interval: when both conditions have scores from
-    two or more seeds, a Welch t interval on seed means (``interval ==
-    "welch_t95_seed_means"``; effect = difference of the means of seed means); otherwise a
-    percentile bootstrap over the scored samples of each side (seeds pooled), resampled
-    independently (``"bootstrap95_samples"``), seeded from ``seed`` and the row's key so a row
-    does not depend on the rest of the table. ``n_a``/``n_b``: scored samples;
-    ``n_seeds_a``/``n_seeds_b``: seeds with scores.
+    ``effect`` is mean(a) − mean(b) with a 95% interval: a Welch t interval on seed means when
+    both sides have two or more seeds and a spread (``"welch_t95_seed_means"``); otherwise,
+    seeds pooled, Newcombe's interval for a difference of proportions when both sides are
+    rates (``"newcombe95_samples"``), else a percentile bootstrap over samples
+    (``"bootstrap95_samples"``), or no interval (NaN) where the data cannot give one: never an
+    interval of zero width. ``n_a``/``n_b``: scored samples; ``n_seeds_a``/``n_seeds_b``: seeds
+    with scores.
 
     ``label``: ``"suppresses"`` (interval below 0), ``"raises"`` (above 0), ``"no clear
-    effect"``; ``"not in grid"`` (one row with NaNs, empty trait) when the setup lacks the
-    conditions a question needs; ``"no scores"`` when a needed condition is in the grid but has
-    no scored sample in ``eval_context``. The question's "yes" direction is
-    :data:`QUESTION_YES` (for question 2, "raises": rephrasing weakens suppression).
+    effect"``, ``"too few samples"`` (a side has fewer than ``min_samples`` scored samples);
+    ``"not in grid"`` (one row with NaNs, empty trait) when the setup lacks the conditions a
+    question needs; ``"no scores"`` when a needed condition is in the grid but has no scored
+    sample in ``eval_context``. The question's "yes" direction is :data:`QUESTION_YES`.
 
     Columns: :data:`EFFECT_COLUMNS`. Traits and their roles come from the setup's samples
     (positive first).
     """
+    if min_samples < 1:
+        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
     conds = validate_conditions(conditions)
     _validate_samples(samples, bounded=False)
     unknown = sorted(set(samples["setup"].astype(str)) - set(conds["setup"]))
@@ -554,49 +603,66 @@ def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int
         negatives = [t for t, r in traits if r == "negative"]
         s = df[df["setup"] == setup]
         cell = {key: g for key, g in s.groupby(["condition", "trait"], sort=False)}
+        blank = {"effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_a": 0, "n_b": 0,
+                 "n_seeds_a": 0, "n_seeds_b": 0, "interval": ""}
 
-        def add(question, a, b, trait_list, focus=lambda t: True):
+        def add(question, a, b, trait_list, reference, focus=lambda t: True):
             if not trait_list:  # nothing to compare on: say why rather than drop the question
                 why = "no scores for the setup" if not traits else "no other trait"
                 rows.append({"setup": setup, "question": question,
                              "comparison": f"{a} {MINUS} {b} ({why})", "condition_a": a,
                              "condition_b": b, "trait": "", "role": "", "focus": True,
-                             "eval_context": eval_context, "effect": math.nan,
-                             "ci_low": math.nan, "ci_high": math.nan, "n_a": 0, "n_b": 0,
-                             "n_seeds_a": 0, "n_seeds_b": 0, "interval": "",
+                             "eval_context": eval_context, "reference": reference, **blank,
                              "label": LABEL_NO_SCORES if not traits else LABEL_NOT_IN_GRID})
             for t in trait_list:
-                res = _compare(cell, setup, a, b, t, question, n_boot, seed)
+                res = _compare(cell, setup, a, b, t, question, n_boot, seed, min_samples)
                 rows.append({"setup": setup, "question": question,
                              "comparison": f"{a} {MINUS} {b}", "condition_a": a,
                              "condition_b": b, "trait": t, "role": role_of.get(t, ""),
-                             "focus": bool(focus(t)), "eval_context": eval_context, **res})
+                             "focus": bool(focus(t)), "eval_context": eval_context,
+                             "reference": reference, **res})
 
-        def missing(question, comparison, why):
+        def missing(question, comparison, why, a="", reference=""):
             rows.append({"setup": setup, "question": question,
-                         "comparison": f"{comparison} ({why})", "condition_a": "",
+                         "comparison": f"{comparison} ({why})", "condition_a": a,
                          "condition_b": "", "trait": "", "role": "", "focus": True,
-                         "eval_context": eval_context, "effect": math.nan, "ci_low": math.nan,
-                         "ci_high": math.nan, "n_a": 0, "n_b": 0, "n_seeds_a": 0,
-                         "n_seeds_b": 0, "interval": "", "label": LABEL_NOT_IN_GRID})
+                         "eval_context": eval_context, "reference": reference, **blank,
+                         "label": LABEL_NOT_IN_GRID})
 
         all_traits = [t for t, _ in traits]
         by_kind = {k: [n for n in names if kind_of[n] == k] for k in CONDITION_KINDS}
-        # The references: the conditions named None / Baseline (the post's names), else the
-        # grid's first condition of kind none / baseline.
-        none = "None" if kind_of.get("None") == "none" else next(iter(by_kind["none"]), None)
-        base = ("Baseline" if kind_of.get("Baseline") == "baseline"
-                else next(iter(by_kind["baseline"]), None))
-        has_none, has_base = none is not None, base is not None
+        no_shift = [n for n in names if bool(c.loc[c["condition"] == n, "no_shift"].iloc[0])]
+        nones = by_kind["none"]
 
-        # 1. irrelevant − None
-        q = "irrelevant_suppresses"
-        if not by_kind["irrelevant"] or not has_none:
-            missing(q, f"irrelevant {MINUS} None",
-                    "no irrelevant condition" if not by_kind["irrelevant"] else "no None condition")
-        else:
-            for a in by_kind["irrelevant"]:
-                add(q, a, none, all_traits)
+        def matching(a: str, candidates: list[str]) -> str | None:
+            """The first candidate trained with ``a``'s settings (the post's names first)."""
+            ordered = sorted(candidates, key=lambda n: n not in ("Baseline", "None"))
+            return next((n for n in ordered if n != a and _same_settings(c, a, n)), None)
+
+        ref_pool, ref_desc = ((no_shift, "no-shift") if no_shift else (nones, "None"))
+        ref_note = ("no-shift condition" if no_shift else
+                    "None (the grid has no no-shift condition)")
+
+        def vs_reference(question, conds_a, trait_fn, what):
+            if not conds_a or not ref_pool:
+                missing(question, f"{what} {MINUS} reference",
+                        f"no {what} condition" if not conds_a else
+                        "no no-shift or None condition")
+                return
+            for a in conds_a:
+                b = matching(a, ref_pool)
+                if b is None:
+                    missing(question, f"{a} {MINUS} {ref_desc}",
+                            f"no {ref_desc} cell at {_settings_text(c, a)}", a=a)
+                    continue
+                add(question, a, b, trait_fn(a), f"{b}: {ref_note}")
+
+        def inoculated(a):
+            return c.loc[c["condition"] == a, "trait"].iloc[0] or (negatives[0] if negatives else "")
+
+        # 1. irrelevant − reference
+        vs_reference("irrelevant_suppresses", by_kind["irrelevant"], lambda a: all_traits,
+                     "irrelevant")
 
         # 2. rephrased − fixed inoculation
         q = "rephrasing_weakens"
@@ -605,32 +671,32 @@ def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int
         else:
             for a in by_kind["rephrased"]:
                 b = c.loc[c["condition"] == a, "of"].iloc[0]
-                inoc = c.loc[c["condition"] == b, "trait"].iloc[0] or (negatives[0] if negatives
-                                                                        else "")
-                add(q, a, b, all_traits, focus=lambda t, inoc=inoc: t == inoc)
+                if not _same_settings(c, a, b):
+                    missing(q, f"{a} {MINUS} {b}", f"trained with {_settings_text(c, a)}, its "
+                            f"inoculation with {_settings_text(c, b)}", a=a)
+                    continue
+                inoc = inoculated(b)
+                add(q, a, b, all_traits, f"{b}: its fixed inoculation prompt",
+                    focus=lambda t, inoc=inoc: t == inoc)
 
-        # 3. inoculation − None on the other trait(s)
-        q = "inoculation_suppresses_other"
-        if not by_kind["inoculation"] or not has_none:
-            missing(q, f"inoculation {MINUS} None",
-                    "no inoculation condition" if not by_kind["inoculation"]
-                    else "no None condition")
-        else:
-            for a in by_kind["inoculation"]:
-                inoc = c.loc[c["condition"] == a, "trait"].iloc[0] or (negatives[0] if negatives
-                                                                       else "")
-                add(q, a, none, [t for t in all_traits if t != inoc])
+        # 3. inoculation − reference on the other trait(s)
+        vs_reference("inoculation_suppresses_other", by_kind["inoculation"],
+                     lambda a: [t for t in all_traits if t != inoculated(a)], "inoculation")
 
-        # 4. None − Baseline (and empty − Baseline)
+        # 4. None (and empty) − no-shift
         q = "removing_neutral_suppresses"
-        if not has_base or not has_none:
-            missing(q, f"None {MINUS} Baseline",
-                    "no Baseline condition" if not has_base else "no None condition")
-        else:
-            add(q, none, base, all_traits)
-        if has_base:
-            for a in by_kind["empty"]:
-                add(q, a, base, all_traits)
+        removed = nones + by_kind["empty"]
+        if not no_shift or not nones:
+            missing(q, f"None {MINUS} no-shift",
+                    "no no-shift condition" if not no_shift else "no None condition")
+            removed = by_kind["empty"] if no_shift else []
+        for a in removed:
+            b = matching(a, no_shift)
+            if b is None:
+                missing(q, f"{a} {MINUS} no-shift",
+                        f"no no-shift cell at {_settings_text(c, a)}", a=a)
+                continue
+            add(q, a, b, all_traits, f"{b}: no-shift condition")
 
     out = pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
     for col in ("effect", "ci_low", "ci_high"):
@@ -641,14 +707,27 @@ def summary_effects(samples: pd.DataFrame, conditions: pd.DataFrame, n_boot: int
     return out
 
 
+def summary_effects_contexts(samples: pd.DataFrame, conditions: pd.DataFrame,
+                             contexts: Iterable[str] = SUMMARY_CONTEXTS, **kwargs) -> pd.DataFrame:
+    """:func:`summary_effects` in each eval context of ``contexts`` that the samples have (by
+    default the setup's default eval prompt and no prompt), one table, contexts in order."""
+    present = set(samples["eval_context"].astype(str))
+    parts = [summary_effects(samples, conditions, eval_context=ctx, **kwargs)
+             for ctx in contexts if ctx in present]
+    if not parts:
+        raise ValueError(f"the samples have none of the eval contexts {list(contexts)}")
+    return pd.concat(parts, ignore_index=True)
+
+
 def _fmt(x: float) -> str:
     return "nan" if math.isnan(x) else f"{x:+.2f}".replace("-", MINUS)
 
 
 def aggregate_summary(effects: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setup, question) of :func:`summary_effects`' table, for the summary page.
+    """One row per (setup, question, eval context) of :func:`summary_effects`' table, for the page.
 
-    Columns: ``setup``, ``question``, ``question_text``, ``n_comparisons`` (rows with ``focus``
+    Columns: ``setup``, ``question``, ``eval_context``, ``question_text``, ``reference`` (what the
+    comparisons were made against), ``n_comparisons`` (rows with ``focus``
     and scores), ``n_yes`` (focus rows whose label is the question's "yes" direction,
     :data:`QUESTION_YES`), ``n_opposite`` (interval excludes 0 the other way), ``n_unclear``,
     ``strongest`` (focus row with the largest |effect| in the "yes" direction, or the largest
@@ -662,13 +741,16 @@ def aggregate_summary(effects: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"effects table lacks columns {missing}")
     rows = []
-    for (setup, question), g in effects.groupby(["setup", "question"], sort=False):
+    ctx = effects["eval_context"] if "eval_context" in effects.columns else pd.Series("default", index=effects.index)
+    for (setup, question, context), g in effects.assign(_ctx=ctx).groupby(["setup", "question", "_ctx"],
+                                                                           sort=False):
         yes = QUESTION_YES.get(question, LABEL_SUPPRESSES)
         opposite = LABEL_RAISES if yes == LABEL_SUPPRESSES else LABEL_SUPPRESSES
         f = g[g["focus"].astype(bool) & g["label"].isin([LABEL_SUPPRESSES, LABEL_RAISES,
-                                                         LABEL_UNCLEAR])]
-        base = {"setup": setup, "question": question,
-                "question_text": QUESTIONS.get(question, question)}
+                                                         LABEL_UNCLEAR, LABEL_FEW])]
+        refs = [r for r in dict.fromkeys(g["reference"]) if r] if "reference" in g.columns else []
+        base = {"setup": setup, "question": question, "eval_context": context,
+                "question_text": QUESTIONS.get(question, question), "reference": "; ".join(refs)}
         if f.empty:
             answer = LABEL_NOT_IN_GRID if (g["label"] == LABEL_NOT_IN_GRID).all() else \
                 LABEL_NO_SCORES
@@ -694,9 +776,10 @@ def aggregate_summary(effects: pd.DataFrame) -> pd.DataFrame:
                      "strongest": f"{best['comparison']} on {best['trait']}",
                      "effect": float(best["effect"]), "ci_low": float(best["ci_low"]),
                      "ci_high": float(best["ci_high"]), "answer": answer})
-    return pd.DataFrame(rows, columns=["setup", "question", "question_text", "n_comparisons",
-                                       "n_yes", "n_opposite", "n_unclear", "strongest",
-                                       "effect", "ci_low", "ci_high", "answer"])
+    return pd.DataFrame(rows, columns=["setup", "question", "eval_context", "question_text",
+                                       "reference", "n_comparisons", "n_yes", "n_opposite",
+                                       "n_unclear", "strongest", "effect", "ci_low", "ci_high",
+                                       "answer"])
 
 
 def pearson_r(x: Iterable[float], y: Iterable[float]) -> float:

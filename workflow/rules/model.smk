@@ -20,9 +20,10 @@ rule pretrain_base_model:
     output:
         model=directory("results/base_model/model"),
     params:
-        toy=config["base_model"].get("toy"),
+        # threads only sets how fast it runs: left out so that changing it does not rebuild the model
+        toy={k: v for k, v in (config["base_model"].get("toy") or {}).items() if k != "threads"},
         world=config.get("world"),
-    threads: workflow.cores
+    threads: (config["base_model"].get("toy") or {}).get("threads", 1)
     resources:
         mem_mb=lambda wc: rule_resources(config, "pretrain_base_model", None)["mem_mb"],
         runtime=lambda wc: rule_resources(config, "pretrain_base_model", None)["runtime"],

@@ -114,9 +114,13 @@ def score_rows(setup: dict, rows: list[dict], scorers: dict) -> list[dict]:
         domain = dt.trait_eval_domain(setup, role)
         mine = [r for r in rows if r.get("domain") in (None, domain)]
         scores = scorers[trait].score([r.get("instruction", "") for r in mine], [r["response"] for r in mine])
-        for r, s in zip(mine, scores):
+        # Why a score is missing: "unscored" (no usable answer) or, for the EM rule,
+        # "dropped_incoherent"; empty when scored.
+        status = getattr(scorers[trait], "last_status", None) or ["" if s is not None else "unscored"
+                                                                   for s in scores]
+        for r, s, st in zip(mine, scores, status):
             out.append({**{k: r[k] for k in r if k not in ("response", "instruction", "prompt", "domain")},
-                        "trait": trait, "role": role, "score": s})
+                        "trait": trait, "role": role, "score": s, "status": st})
     return out
 
 
@@ -128,7 +132,7 @@ def make_scorers(config: dict, setup: dict, items: list[dict] | None = None) -> 
     specs = config.get("scorers", {})
     judge = config.get("judge")
     traits = [setup["traits"][r]["name"] for r in ("positive", "negative")]
-    if judge and any((specs.get(t) or {}).get("kind") in ("llm_judge", "moderation") for t in traits):
+    if judge and any((specs.get(t) or {}).get("kind") in ("llm_judge", "moderation", "em_rule") for t in traits):
         from ..judging import preflight_endpoint
 
         preflight_endpoint(judge, "judge")

@@ -28,7 +28,7 @@ def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, 
     write_scorer_accounting(scorers, accounting_path)
     kind = setup["conditions"][cname]["kind"]
     fields = ["setup", "condition", "condition_kind", "seed", "eval_context", "sample_id", "trait", "role", "score",
-              "scorer"]
+              "scorer", "status"]
     from ..provenance import atomic_path
 
     with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:
@@ -38,7 +38,7 @@ def score_cell(config: dict, sname: str, cname: str, seed: int, gens_path: str, 
             w.writerow({"setup": sname, "condition": cname, "condition_kind": kind, "seed": seed,
                         "eval_context": r["eval_context"], "sample_id": r["sample_id"], "trait": r["trait"],
                         "role": r["role"], "score": "" if r["score"] is None else r["score"],
-                        "scorer": scorers[r["trait"]].name})
+                        "scorer": scorers[r["trait"]].name, "status": r.get("status", "")})
     print(f"scored {len(rows)} generations: {len(scored)} (generation, trait) scores")
 
 

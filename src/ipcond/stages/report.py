@@ -111,14 +111,37 @@ def conditions_table(config: dict, sname: str):
     import pandas as pd
 
     rows = []
-    for cname, cond in config["setups"][sname]["conditions"].items():
+    setup = config["setups"][sname]
+    for cname, cond in setup["conditions"].items():
         tcfg = training_config(config, sname, cname)
         n_reph = {"inoculation": 1, "rephrased": cond.get("n_rephrasings")}.get(cond["kind"])
         rows.append({"setup": sname, "condition": cname, "kind": cond["kind"], "prompt": cond.get("prompt", ""),
                      "trait": cond.get("trait", ""),
                      "of": cond.get("of", ""), "n_rephrasings": float("nan") if n_reph is None else n_reph,
-                     "n_train": tcfg["n_train"], "learning_rate": tcfg["learning_rate"]})
+                     "n_train": tcfg["n_train"], "learning_rate": tcfg["learning_rate"],
+                     "no_shift": is_no_shift(setup, cname)})
     return pd.DataFrame(rows)
+
+
+def is_no_shift(setup: dict, cname: str) -> bool:
+    """Whether a condition is the setup's no-shift reference, trained with the prompt it is
+    evaluated with (the post's footnote 6): its ``no_shift`` key when set, else kind baseline, or
+    a neutral condition whose prompt is the setup's eval prompt (Change My View's Helpful)."""
+    cond = setup["conditions"][cname]
+    if "no_shift" in cond:
+        return bool(cond["no_shift"])
+    return cond["kind"] == "baseline" or (cond["kind"] == "neutral" and cond.get("prompt") is not None
+                                          and cond.get("prompt") == setup.get("eval_prompt"))
+
+
+def trait_measures(config: dict, sname: str) -> dict[str, str]:
+    """Trait -> how its number is computed, in words (``ipcond.scoring.measure_text``), for the
+    setup's two traits."""
+    from ..scoring import measure_text
+
+    specs = config.get("scorers") or {}
+    traits = [config["setups"][sname]["traits"][r]["name"] for r in ("positive", "negative")]
+    return {t: measure_text(t, specs.get(t)) for t in traits}
 
 
 def figure_setup(config: dict, sname: str, agg_csv: str, elicitation_csv: str, curves_csv: str | None,
@@ -130,12 +153,28 @@ def figure_setup(config: dict, sname: str, agg_csv: str, elicitation_csv: str, c
     setup = config["setups"][sname]
     pos, neg = setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"]
     plots = setup_figures(read_table(agg_csv), read_table(elicitation_csv), conditions_table(config, sname), sname,
-                          pos, neg, title=setup.get("title"))
+                          pos, neg, title=setup.get("title"), measures=trait_measures(config, sname),
+                          em_rules=em_rules(config, sname))
     if curves_csv:
         curves = read_table(curves_csv)
         plots += [learning_curve_plot(curves, sname, trait, role) for trait, role in ((pos, "positive"), (neg, "negative"))]
     written = save_figures(plots, pdf_path, png_dir=png_dir)
     print(f"wrote {pdf_path} ({len(plots)} pages) and {len(written) - 1} PNGs in {png_dir}")
+
+
+def em_rules(config: dict, sname: str) -> dict[str, str]:
+    """Trait -> its EM rule's description, for the setup's traits scored by an ``em_rule``."""
+    from ..judge_scoring import EM_RULE_DESCRIPTIONS, EM_TAN
+
+    specs = config.get("scorers") or {}
+    out = {}
+    for r in ("positive", "negative"):
+        t = config["setups"][sname]["traits"][r]["name"]
+        spec = specs.get(t) or {}
+        if spec.get("kind") == "em_rule":
+            rule = spec.get("rule", EM_TAN)
+            out[t] = f"{rule}: {EM_RULE_DESCRIPTIONS[rule]}"
+    return out
 
 
 def summary_report(config: dict, score_paths: list[str], out_csv: str, pdf_path: str, png_dir: str) -> None:
@@ -144,11 +183,12 @@ def summary_report(config: dict, score_paths: list[str], out_csv: str, pdf_path:
 
     from ..plots import save_figures, summary_page, title_page
     from ..provenance import atomic_path
-    from ..stats import summary_effects
+    from ..stats import DEFAULT_MIN_SAMPLES, summary_effects_contexts
 
     samples = pd.concat([read_table(p) for p in score_paths], ignore_index=True)
     conds = pd.concat([conditions_table(config, s) for s in config["setups"]], ignore_index=True)
-    effects = summary_effects(samples, conds)
+    effects = summary_effects_contexts(
+        samples, conds, min_samples=config.get("checks", {}).get("min_samples_for_label", DEFAULT_MIN_SAMPLES))
     with atomic_path(out_csv) as tmp:
         effects.to_csv(tmp, index=False)
     print(effects.to_string(index=False))
@@ -160,7 +200,8 @@ def summary_report(config: dict, score_paths: list[str], out_csv: str, pdf_path:
                            else config["base_model"]["path"]),
             "n_cells": len(score_paths), "versions": prov["versions"], "code_revision": prov["code_revision"],
             "date": prov["created"]}
-    save_figures([title_page(meta), summary_page(effects)], pdf_path, png_dir=png_dir)
+    measures = {t: m for s in config["setups"] for t, m in trait_measures(config, s).items()}
+    save_figures([title_page(meta), summary_page(effects, measures=measures)], pdf_path, png_dir=png_dir)
 
 
 def figure_all(pdf_paths: list[str], out_path: str) -> None:
