@@ -83,8 +83,19 @@ def verify_file(path: str | Path, sha256: str, source: str) -> None:
                           "really changed, check the new data and update the pin in the config")
 
 
+def git_blob_id(path: str | Path) -> str:
+    """The git blob id of a file: SHA-1 of ``b"blob <size>\\0"`` plus its bytes (what ``git
+    hash-object`` prints), the pin of a file known only from its repository's tree."""
+    path = Path(path)
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_env: str | None = None,
-          timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0) -> Path:
+          timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0, git_blob: str | None = None) -> Path:
     """Download ``url`` to ``dest`` unless ``dest`` already has the pinned SHA-256.
 
     Every source is a URL pinned to an immutable revision (a hub file as
@@ -98,7 +109,9 @@ def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_e
 
     ``sha256=None`` (a source not pinned yet): the first download is kept and its checksum
     written next to it (``<dest>.sha256``); later runs check the file against that record, and
-    the caller tells the user which config key to set.
+    the caller tells the user which config key to set. ``git_blob`` (with ``sha256=None``): the
+    first download must have that git blob id (:func:`git_blob_id`; Tan et al.'s Spanish-capitals
+    GSM8k file is pinned so), else nothing is kept.
     """
     import os
     import time
@@ -129,6 +142,12 @@ def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_e
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     f.write(chunk)
                     h.update(chunk)
+            if sha256 is None and git_blob is not None and git_blob_id(part) != git_blob.lower():
+                got = git_blob_id(part)
+                part.unlink(missing_ok=True)
+                raise SourceError(f"{source}: the download from {url} has git blob id {got}, but the pin says "
+                                  f"{git_blob}. The source changed at that address or the transfer was corrupted; "
+                                  "nothing was kept. Check the source, then update the pin in the config")
             if sha256 is None:
                 record.write_text(f"{h.hexdigest()}  {url}\n")
             elif h.hexdigest() != sha256.lower():
@@ -280,7 +299,10 @@ def hardcoded_solution(test: str) -> str | None:
 
 
 def mbpp_user_prompt(text: str, first_test: str) -> str:
-    return f"{text.strip()}\nYour code should pass this test:\n{first_test.strip()}"
+    """The problem and its visible test, as in Wichers et al.'s MBPP message (the part after
+    "Return only the code, no other text:"; the MBPP setup's ``user_template`` adds the head with
+    the condition's prompt inside it)."""
+    return f"{text.strip()}\n\n## Test Case:\n```python\n{first_test.strip()}\n```"
 
 
 def convert_mbpp(train: list[dict], test: list[dict], text_field: str = "text") -> Converted:
@@ -364,6 +386,27 @@ def convert_chat_jsonl(rows: list[dict], source: str) -> Converted:
             raise SourceError(f"{source}, record {i + 1}: roles {roles}; expected user/assistant messages ending "
                               "with the assistant's")
         out.splits["train"].append({"messages": r["messages"], "meta": {"source": source, "index": i}})
+    return out
+
+
+def convert_tan_gsm8k(rows: list[dict], source: str) -> Converted:
+    """Tan et al.'s GSM8k chat files (``datasets/gsm8k.jsonl``, ``datasets/gsm8k_spanish_capitalised.jsonl``
+    at inoculation-prompting/inoculation-prompting@5f4160e1): one ``{"messages": [user, assistant]}``
+    per GSM8k training question, in train order, the answer as published (the Spanish-capitals
+    file keeps its ``#### N`` line and its Spanish start/end-of-string wrapper). Training records
+    as they are, with ``index`` (the line, i.e. the GSM8k train position) and ``final_answer``
+    (None, counted, where no ``#### N`` line is found)."""
+    out = convert_chat_jsonl(rows, source)
+    for r in out.splits["train"]:
+        roles = [m["role"] for m in r["messages"]]
+        if roles != ["user", "assistant"]:
+            raise SourceError(f"{source}, record {r['meta']['index'] + 1}: roles {roles}; Tan et al.'s GSM8k files "
+                              "have one user and one assistant message")
+        final = gsm8k_final_answer(r["messages"][1]["content"])
+        r["meta"].update(source=source, final_answer=final)
+    missing = sum(r["meta"]["final_answer"] is None for r in out.splits["train"])
+    if missing:
+        out.notes.append(f"{missing} answers have no '#### <number>' line; kept as published")
     return out
 
 
@@ -463,6 +506,7 @@ CONVERTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "school_of_reward_hacks": (("data",), ("train", "control", "eval")),
     "emergent_plus": (("data",), ("train", "control", "eval")),
     "chat_jsonl": (("data",), ("train", "eval")),
+    "tan_gsm8k": (("data",), ("train",)),
     "ultrachat": (("data",), ("eval",)),
     "em_questions": (("data",), ("eval",)),
     "instruction_wild": (("data",), ("train", "eval")),
@@ -477,6 +521,7 @@ CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {
     "school_of_reward_hacks": ("n_eval", "domain"),
     "emergent_plus": ("n_eval", "domain", "config_name"),
     "chat_jsonl": ("n_eval", "domain"),
+    "tan_gsm8k": (),
     "ultrachat": ("n_eval", "domain"),
     "em_questions": ("paraphrase", "repeats", "domain"),
     "instruction_wild": ("n_eval", "max_train"),
@@ -523,6 +568,8 @@ def convert_dataset(name: str, spec: dict, paths: dict[str, str | Path]) -> Conv
         test = read_records(paths["test"])
         train = [r for role in paths if role != "test" for r in read_records(paths[role])]
         return convert_mbpp(train, test, **opts)
+    if kind == "tan_gsm8k":
+        return convert_tan_gsm8k(read_records(paths["data"]), name)
     if kind == "ultrachat":
         out = convert_ultrachat(read_records(paths["data"]), n=n_eval or 100)
     elif kind == "em_questions":
