@@ -35,7 +35,12 @@ def cell_job(config: dict, sname: str, cname: str, seed: int, train_path: str, e
 
 def finetune_job(config: dict, sname: str, cname: str, seed: int, train_path: str, adapter: str, threads: int,
                  log: str) -> None:
-    """The `finetune` rule's job (ipcond.gpu: on a GPU of its own)."""
+    """The `finetune` rule's job (ipcond.gpu: on a GPU of its own); for a cell with ``model_from``
+    it links the given model instead (no GPU needed, :func:`link_cell_model`)."""
+    if config["setups"][sname]["conditions"][cname].get("model_from"):
+        with log_to(log):
+            link_cell_model(config, sname, cname, seed, adapter)
+        return
     with log_to(log), job_gpu_slot(config, "finetune", sname):
         finetune_cell(config, sname, cname, seed, train_path, adapter, threads)
 
