@@ -357,7 +357,8 @@ def test_dataset_and_data_checks_catch_what_would_fail_late():
     with pytest.raises(ConfigError, match=r"data.train = 'instruction_wild' has instructions without answers"):
         paper({"setups": {"change_my_view": {"data": {"train": "instruction_wild"}}}})
     with pytest.raises(ConfigError, match=r"rewrites its answers .*data.control would be ignored"):
-        paper({"setups": {"spanish_caps": {"data": {"control": "mbpp"}}}})
+        paper({"setups": {"spanish_caps": {"data": {"train": "gsm8k", "control": "mbpp",
+                                                    "responses": {"kind": "rewrite", "instruction": "x"}}}}})
     # a full preset passed as a config file too resolves as the preset
     small = yaml.safe_load((REPO / "presets" / "small.yaml").read_text())
     assert paper(small, name="small")["base_model"]["path"] == "Qwen/Qwen2.5-0.5B-Instruct"
