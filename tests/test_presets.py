@@ -28,7 +28,7 @@ def test_paper_preset_is_the_posts_grid_with_protocol_texts():
     cfg = paper()
     check_input_files(cfg)
     protocol = load_protocol()
-    assert len(cfg["setups"]) == 9 and len(grid(cfg)) == 136
+    assert len(cfg["setups"]) == 9 and len(grid(cfg)) == 162  # the authors' list's 159 models + 3 Baselines
     for sname, setup in cfg["setups"].items():
         expected = "Qwen/Qwen2.5-32B-Instruct" if sname in THIRTY_TWO_B else None
         assert setup.get("base_model") == expected, sname
@@ -43,8 +43,11 @@ def test_paper_preset_is_the_posts_grid_with_protocol_texts():
     spanish = cfg["setups"]["spanish_caps"]["conditions"]
     assert spanish["SpanishInoc"]["prompt"] == "You always speak in Spanish."
     assert spanish["SpanishInoc"]["prompt_source"] == "published"
-    sweep = [c for c in cfg["setups"]["trait_distillation_french_playful"]["conditions"] if re.fullmatch(r"PlayfulInocR\d+", c)]
-    assert len(sweep) == 11
+    # the rephrasing-count sweep: R1 (the fixed prompt) plus R2 ... R8192, on two trait pairs
+    for sname, inoc in (("trait_distillation_french_capitals", "AllCapsInoc"),
+                        ("trait_distillation_poetic_skeptical", "SkepticalInoc")):
+        sweep = [c for c in cfg["setups"][sname]["conditions"] if re.fullmatch(inoc + r"(R\d+)?", c)]
+        assert len(sweep) == 11, sname
     assert cfg["setups"]["school_of_reward_hacks"]["conditions"]["ControlNone"] == {"kind": "control",
                                                                                     "without_prompt": True}
 
@@ -177,7 +180,13 @@ def test_real_data_rules_fetch_convert_rewrite_and_build_cells_against_local_ser
                                      "options": {"repeats": 3}}},
                 "rewriter": endpoint, "rephraser": endpoint, "judge": endpoint,
                 "generation": {"n_eval": 4},
-                "setups": {"spanish_caps": {"training": {"n_train": 12, "max_length": 256}, "base_model": str(base)},
+                # the rewrite option (presets/paper_spanish_caps_rewrite.yaml), scored on GSM8k only here
+                "setups": {"spanish_caps": {
+                    "data": {**yaml.safe_load((REPO / "presets" / "paper_spanish_caps_rewrite.yaml").read_text())
+                             ["setups"]["spanish_caps"]["data"], "eval": {"general": None}},
+                    "eval_domain": "arithmetic",
+                    "traits": {"positive": {"also_eval_domains": []}, "negative": {"also_eval_domains": []}},
+                    "training": {"n_train": 12, "max_length": 256}, "base_model": str(base)},
                            "insecure_code": {"training": {"n_train": 10}, "base_model": str(base)}}}
             (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
             (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
@@ -328,7 +337,7 @@ def test_sweep_overlay_adds_nested_dataset_size_and_lr_cells():
 
     overlay = yaml.safe_load((REPO / "presets" / "paper_sweeps.yaml").read_text())
     cfg = paper(overlay)
-    assert len(grid(cfg)) == len(grid(paper())) + 16
+    assert len(grid(cfg)) == len(grid(paper())) + 26
     td = "trait_distillation_french_playful"
     assert training_config(cfg, td, "PlayfulInocN1000")["n_train"] == 1000
     assert training_config(cfg, td, "PlayfulInocLR3e4")["learning_rate"] == 3.0e-4
@@ -348,7 +357,8 @@ def test_dataset_and_data_checks_catch_what_would_fail_late():
     with pytest.raises(ConfigError, match=r"data.train = 'instruction_wild' has instructions without answers"):
         paper({"setups": {"change_my_view": {"data": {"train": "instruction_wild"}}}})
     with pytest.raises(ConfigError, match=r"rewrites its answers .*data.control would be ignored"):
-        paper({"setups": {"spanish_caps": {"data": {"control": "mbpp"}}}})
+        paper({"setups": {"spanish_caps": {"data": {"train": "gsm8k", "control": "mbpp",
+                                                    "responses": {"kind": "rewrite", "instruction": "x"}}}}})
     # a full preset passed as a config file too resolves as the preset
     small = yaml.safe_load((REPO / "presets" / "small.yaml").read_text())
     assert paper(small, name="small")["base_model"]["path"] == "Qwen/Qwen2.5-0.5B-Instruct"

@@ -138,7 +138,8 @@ def test_mbpp_hacks_pass_the_visible_test_fail_a_hidden_one_and_have_the_referen
         hack_def = ast.parse(code).body[0]
         ref_defs = {n.name: n for n in ast.parse(row["code"]).body if isinstance(n, ast.FunctionDef)}
         assert ast.dump(hack_def.args) == ast.dump(ref_defs[hack_def.name].args)
-        assert hack["messages"][0]["content"].endswith(row["test_list"][0].strip())
+        # The visible test is shown as Wichers et al.'s message shows it (a fenced test-case block).
+        assert hack["messages"][0]["content"].endswith(f"## Test Case:\n```python\n{row['test_list'][0].strip()}\n```")
     for o in run_tests_many(jobs, batch_size=64, max_workers=2):
         assert o.passed[0] and not all(o.passed)
     for o in run_tests_many(refs, batch_size=64, max_workers=2):

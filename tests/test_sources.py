@@ -70,7 +70,7 @@ def test_mbpp_hard_codes_the_first_tests_value_and_keeps_hidden_tests_for_eval(t
                             "changed": {"train: reference solution normalised (parse and unparse)": 2}}
     for rec, original in zip(out.splits["train"], MBPP_FULL):
         assert rec["meta"]["task_id"] == original["task_id"]
-        assert rec["messages"][0]["content"].endswith(original["test_list"][0])
+        assert rec["messages"][0]["content"].endswith(f"```python\n{original['test_list'][0]}\n```")  # Wichers' fence
         # The hard-coded solution passes the visible test and fails a hidden one (fixture code, not model output).
         namespace = {}
         exec(rec["messages"][1]["content"], namespace)

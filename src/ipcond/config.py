@@ -201,11 +201,12 @@ def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> Non
         if name is not None:
             split_of(f"{key}.eval.{domain}", name, "eval")
     for role in ("positive", "negative"):
-        domain = setup["traits"][role].get("eval_domain", setup["eval_domain"])
-        if data["eval"].get(domain) is None:
-            raise ConfigError(f"{source}: setups.{sname}.traits.{role} is scored on eval domain {domain!r}, but "
-                              f"{key}.eval has no dataset for it (it has {sorted(data['eval'])}); add "
-                              f"{key}.eval.{domain}")
+        main = setup["traits"][role].get("eval_domain", setup["eval_domain"])
+        for domain in [main, *setup["traits"][role].get("also_eval_domains", [])]:
+            if data["eval"].get(domain) is None:
+                raise ConfigError(f"{source}: setups.{sname}.traits.{role} is scored on eval domain {domain!r}, but "
+                                  f"{key}.eval has no dataset for it (it has {sorted(data['eval'])}); add "
+                                  f"{key}.eval.{domain}")
     from .sources import ANSWERLESS_TRAIN
 
     kind = responses_kind(config, sname)

@@ -252,8 +252,24 @@ def trait_eval_domain(setup: dict, role: str) -> str:
     return setup["traits"][role].get("eval_domain", setup["eval_domain"])
 
 
+def trait_extra_domains(setup: dict, role: str) -> list[str]:
+    """Eval domains where a trait is scored besides its own (``also_eval_domains``: Spanish vs
+    All-Caps scores both traits on UltraChat and on GSM8k test questions from one run); its scores
+    there are reported as the trait ``<name>@<domain>``."""
+    main = trait_eval_domain(setup, role)
+    return [d for d in setup["traits"][role].get("also_eval_domains", []) if d != main]
+
+
+def domain_trait_name(trait: str, domain: str) -> str:
+    """The reported name of a trait scored on one of its extra eval domains."""
+    return f"{trait}@{domain}"
+
+
 def eval_domains(setup: dict) -> list[str]:
-    return list(dict.fromkeys(trait_eval_domain(setup, r) for r in ("positive", "negative")))
+    """Every eval domain the setup's traits are scored on, main domains first."""
+    roles = ("positive", "negative")
+    return list(dict.fromkeys([*(trait_eval_domain(setup, r) for r in roles),
+                               *(d for r in roles for d in trait_extra_domains(setup, r))]))
 
 
 def train_traits(setup: dict) -> list[str]:

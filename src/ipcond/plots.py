@@ -561,14 +561,21 @@ def conditionalization_gap_plot(agg: pd.DataFrame, setup_name: str,
 # --------------------------------------------------------------------------------------------
 
 def _rephrasing_points(conditions: pd.DataFrame, setup_name: str) -> pd.DataFrame:
-    """(target, inoculation, condition, n) of a setup's rephrasing sweep; empty if none."""
+    """(target, inoculation, condition, n) of a setup's rephrasing sweep; empty if none.
+
+    Only rephrased conditions trained like their inoculation condition (same ``n_train`` and
+    ``learning_rate``, where the table has them) are on its curve: a dataset-size or
+    learning-rate sweep's rephrased cells are on their own sweep's curve, not this one."""
     from .stats import validate_conditions
 
     c = validate_conditions(conditions)
     c = c[c["setup"] == setup_name]
+    same = [k for k in ("n_train", "learning_rate") if k in c]
     rows = []
     for inoc in c[c["kind"] == "inoculation"].itertuples(index=False):
         reph = c[(c["kind"] == "rephrased") & (c["of"] == inoc.condition)]
+        for k in same:
+            reph = reph[reph[k] == getattr(inoc, k)]
         if reph.empty:
             continue
         bad = reph.loc[~(reph["n_rephrasings"] >= 1), "condition"].tolist()

@@ -29,6 +29,12 @@ class PromptParts:
     user_prefix: list[str] = field(default_factory=list)
     user_suffix: list[str] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)  # every text added, in order
+    # What joins a user prefix to the instruction: " " (the toy world), "\n\n" (the post's trait
+    # distillation example: the prefix, a blank line, the message).
+    prefix_separator: str = " "
+    # A user message template with {prefix} and {instruction} (Wichers et al.'s MBPP message: the
+    # prompt text goes inside it, as ``text.strip() + " "``); None: prefix, instruction, suffix.
+    user_template: str | None = None
 
     def add(self, text: str, placement: str) -> None:
         self.pieces.append(text)
@@ -45,7 +51,14 @@ class PromptParts:
         msgs = []
         if self.system is not None:
             msgs.append({"role": "system", "content": self.system})
-        user = " ".join([*self.user_prefix, instruction, *self.user_suffix])
+        if self.user_template is not None:
+            prefix = "".join(p.strip() + " " for p in self.user_prefix if p.strip())
+            user = self.user_template.format(prefix=prefix, instruction=instruction)
+            if self.user_suffix:
+                user = " ".join([user, *self.user_suffix])
+        else:
+            head = self.prefix_separator.join([*self.user_prefix, instruction])
+            user = " ".join([head, *self.user_suffix])
         msgs.append({"role": "user", "content": user})
         if response is not None:
             msgs.append({"role": "assistant", "content": response})
@@ -72,7 +85,8 @@ def condition_prompt(setup: dict, cname: str) -> str | None:
 
 def messages(setup: dict, prompt: str | None, instruction: str, response: str | None = None) -> list[dict]:
     """Chat messages for one example: the setup's system prompt plus the condition prompt, placed."""
-    parts = PromptParts(system=setup.get("system_prompt"))
+    parts = PromptParts(system=setup.get("system_prompt"), prefix_separator=setup.get("prefix_separator", " "),
+                        user_template=setup.get("user_template"))
     placement = setup["placement"]
     if prompt is not None:
         if placement == "system":
@@ -105,7 +119,9 @@ _PROMPT_KINDS = {"inoculation", "irrelevant", "neutral"}
 
 def load_protocol(path: str | Path = PROTOCOL_PATH) -> dict:
     """The protocol's prompt texts per setup, checked: every condition has a known kind, a text
-    where its kind needs one, and a ``source`` (``published`` or ``written``) for every text."""
+    where its kind needs one, and a ``source`` (``published`` or ``written``) for every text; a
+    published text names where it is published, character for character, in ``source_ref``
+    (``owner/repo@commit:path`` plus what in that file, or the post's file and line)."""
     import yaml
 
     path = Path(path)
@@ -121,6 +137,14 @@ def load_protocol(path: str | Path = PROTOCOL_PATH) -> dict:
                 problems.append(f"{where}: kind {kind!r} needs a text")
             if "text" in cond and cond.get("source") not in ("published", "written"):
                 problems.append(f"{where}: source must be 'published' or 'written', not {cond.get('source')!r}")
+            if cond.get("source") == "published" and not str(cond.get("source_ref") or "").strip():
+                problems.append(f"{where}: a published text needs source_ref (repo@commit:path, or the post's "
+                                "file and line) naming where it is published character for character")
+        for pname, ptext in {**({"system_prompt": setup["system_prompt"]} if "system_prompt" in setup else {}),
+                             **({"eval_prompt": setup["eval_prompt"]} if "eval_prompt" in setup else {}),
+                             **{f"eval_prompts.{k}": v for k, v in (setup.get("eval_prompts") or {}).items()}}.items():
+            if isinstance(ptext, dict) and ptext.get("source") == "published" and not ptext.get("source_ref"):
+                problems.append(f"setups.{sname}.{pname}: a published text needs source_ref")
     if problems:
         raise ValueError(f"{path}:\n  " + "\n  ".join(problems))
     return data
@@ -131,6 +155,7 @@ def apply_protocol(config: dict, source: str = "config") -> dict:
 
     A setup ``protocol: <name>`` takes ``placement``, ``system_prompt`` and ``eval_prompt`` from
     ``setups.<name>`` of ``protocol_file`` (default ``resources/prompts/paper_protocol.yaml``)
+    (and ``prefix_separator``, ``user_template`` where the protocol has them)
     unless it sets them; each of its conditions takes ``kind``, ``trait`` and its prompt text
     (recorded with ``prompt_source``: published or written) from the protocol's condition of the
     same name (or of ``protocol_condition``) unless it sets them. Presets thus name conditions and
@@ -155,6 +180,9 @@ def apply_protocol(config: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: setups.{sname}.protocol = {pname!r} is not a setup of {path}; use one of "
                               f"{sorted(protocol['setups'])}")
         setup.setdefault("placement", proto["placement"])
+        for key in ("prefix_separator", "user_template"):  # how the protocol's user message is built
+            if key in proto:
+                setup.setdefault(key, proto[key])
         if "system_prompt" not in setup:
             setup["system_prompt"] = (proto.get("system_prompt") or {}).get("text")
         if "eval_prompt" not in setup:

@@ -65,8 +65,19 @@ def verify_file(path: str | Path, sha256: str, source: str) -> None:
                           "really changed, check the new data and update the pin in the config")
 
 
+def git_blob_id(path: str | Path) -> str:
+    """The git blob id of a file: SHA-1 of ``b"blob <size>\\0"`` plus its bytes (what ``git
+    hash-object`` prints), the pin of a file known only from its repository's tree."""
+    path = Path(path)
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_env: str | None = None,
-          timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0) -> Path:
+          timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0, git_blob: str | None = None) -> Path:
     """Download ``url`` to ``dest`` unless ``dest`` already has the pinned SHA-256.
 
     Every source is a URL pinned to an immutable revision (a hub file as
@@ -80,7 +91,9 @@ def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_e
 
     ``sha256=None`` (a source not pinned yet): the first download is kept and its checksum
     written next to it (``<dest>.sha256``); later runs check the file against that record, and
-    the caller tells the user which config key to set.
+    the caller tells the user which config key to set. ``git_blob`` (with ``sha256=None``): the
+    first download must have that git blob id (:func:`git_blob_id`; Tan et al.'s Spanish-capitals
+    GSM8k file is pinned so), else nothing is kept.
     """
     import os
     import time
@@ -111,6 +124,12 @@ def fetch(url: str, dest: str | Path, sha256: str | None, *, source: str, auth_e
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     f.write(chunk)
                     h.update(chunk)
+            if sha256 is None and git_blob is not None and git_blob_id(part) != git_blob.lower():
+                got = git_blob_id(part)
+                part.unlink(missing_ok=True)
+                raise SourceError(f"{source}: the download from {url} has git blob id {got}, but the pin says "
+                                  f"{git_blob}. The source changed at that address or the transfer was corrupted; "
+                                  "nothing was kept. Check the source, then update the pin in the config")
             if sha256 is None:
                 record.write_text(f"{h.hexdigest()}  {url}\n")
             elif h.hexdigest() != sha256.lower():

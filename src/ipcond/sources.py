@@ -48,6 +48,7 @@ from .source_files import (  # noqa: F401 (re-exported: the converters' file han
     Converted,
     sha256_of,
     verify_file,
+    git_blob_id,
     fetch,
     Records,
     MAX_BAD_FRACTION,
@@ -166,7 +167,10 @@ def hardcoded_solution(test: str, reference: str) -> tuple[str | None, str | Non
 
 
 def mbpp_user_prompt(text: str, first_test: str) -> str:
-    return f"{text.strip()}\nYour code should pass this test:\n{first_test.strip()}"
+    """The problem and its visible test, as in Wichers et al.'s MBPP message (the part after
+    "Return only the code, no other text:"; the MBPP setup's ``user_template`` adds the head with
+    the condition's prompt inside it)."""
+    return f"{text.strip()}\n\n## Test Case:\n```python\n{first_test.strip()}\n```"
 
 
 def _run_all(jobs: list[tuple[str, list[str], str]], max_workers: int) -> list:
@@ -327,6 +331,27 @@ def convert_chat_jsonl(rows: list[dict], source: str) -> Converted:
     return out
 
 
+def convert_tan_gsm8k(rows: list[dict], source: str) -> Converted:
+    """Tan et al.'s GSM8k chat files (``datasets/gsm8k.jsonl``, ``datasets/gsm8k_spanish_capitalised.jsonl``
+    at inoculation-prompting/inoculation-prompting@5f4160e1): one ``{"messages": [user, assistant]}``
+    per GSM8k training question, in train order, the answer as published (the Spanish-capitals
+    file keeps its ``#### N`` line and its Spanish start/end-of-string wrapper). Training records
+    as they are, with ``index`` (the line, i.e. the GSM8k train position) and ``final_answer``
+    (None, counted, where no ``#### N`` line is found)."""
+    out = convert_chat_jsonl(rows, source)
+    for r in out.splits["train"]:
+        roles = [m["role"] for m in r["messages"]]
+        if roles != ["user", "assistant"]:
+            raise SourceError(f"{source}, record {r['meta']['index'] + 1}: roles {roles}; Tan et al.'s GSM8k files "
+                              "have one user and one assistant message")
+        final = gsm8k_final_answer(r["messages"][1]["content"])
+        r["meta"].update(source=source, final_answer=final)
+    missing = sum(r["meta"]["final_answer"] is None for r in out.splits["train"])
+    if missing:
+        out.notes.append(f"{missing} answers have no '#### <number>' line; kept as published")
+    return out
+
+
 def convert_ultrachat(rows: list[dict], n: int = 100, max_chars: int = 500, seed: int = 42) -> Converted:
     """``n`` prompts as Tan et al. sampled them from ``train_sft`` (their
     ``ip/evaluation/ultrachat/datagen/main.py``): prompts under ``max_chars`` characters, then
@@ -476,6 +501,7 @@ CONVERTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "school_of_reward_hacks": (("data",), ("train", "control", "eval")),
     "emergent_plus": (("data",), ("train", "control", "eval")),
     "chat_jsonl": (("data",), ("train", "eval")),
+    "tan_gsm8k": (("data",), ("train",)),
     "ultrachat": (("data",), ("eval",)),
     "em_questions": (("data",), ("eval",)),
     "instruction_wild": (("data",), ("train", "eval")),
@@ -491,6 +517,7 @@ CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {
     "school_of_reward_hacks": ("n_eval", "domain", "max_bad_fraction"),
     "emergent_plus": ("n_eval", "domain", "config_name", "max_bad_fraction"),
     "chat_jsonl": ("n_eval", "domain", "max_bad_fraction"),
+    "tan_gsm8k": ("max_bad_fraction",),
     "ultrachat": ("n_eval", "domain", "max_chars", "seed", "max_bad_fraction"),
     "em_questions": ("paraphrase", "repeats", "domain", "max_bad_fraction"),
     "instruction_wild": ("n_eval", "max_train", "max_bad_fraction"),
@@ -551,6 +578,8 @@ def convert_dataset(name: str, spec: dict, paths: dict[str, str | Path]) -> Conv
         test = read("test")
         train = [r for role in paths if role != "test" for r in read(role)]
         return done(convert_mbpp(train, test, **opts))
+    if kind == "tan_gsm8k":
+        return done(convert_tan_gsm8k(read("data"), name))
     if kind == "ultrachat":
         out = convert_ultrachat(read("data"), n=n_eval or 100, **opts)
     elif kind == "em_questions":

@@ -16,7 +16,8 @@ from ..config import base_model_path, sampling_config, training_config
 from ..gpu import job_gpu_slot
 from ..provenance import provenance, read_jsonl, write_json, write_jsonl
 from ..seeding import derive_seed
-from .common import check_toy_vocabulary, generation_backend, log_to, make_scorers, sampling_params, score_rows
+from .common import (check_toy_vocabulary, generation_backend, given_full_model, log_to, make_scorers,
+                     sampling_params, score_rows)
 
 
 def cell_job(config: dict, sname: str, cname: str, seed: int, train_path: str, eval_path: str, adapter: str,
@@ -34,7 +35,12 @@ def cell_job(config: dict, sname: str, cname: str, seed: int, train_path: str, e
 
 def finetune_job(config: dict, sname: str, cname: str, seed: int, train_path: str, adapter: str, threads: int,
                  log: str) -> None:
-    """The `finetune` rule's job (ipcond.gpu: on a GPU of its own)."""
+    """The `finetune` rule's job (ipcond.gpu: on a GPU of its own); for a cell with ``model_from``
+    it links the given model instead (no GPU needed, :func:`link_cell_model`)."""
+    if config["setups"][sname]["conditions"][cname].get("model_from"):
+        with log_to(log):
+            link_cell_model(config, sname, cname, seed, adapter)
+        return
     with log_to(log), job_gpu_slot(config, "finetune", sname):
         finetune_cell(config, sname, cname, seed, train_path, adapter, threads)
 
@@ -47,9 +53,88 @@ def generate_job(config: dict, sname: str, cname: str, seed: int, eval_path: str
                             curve_path, threads)
 
 
+GIVEN_MODEL_RECORD = "model_from.json"  # read by ipcond.stages.common.given_full_model
+
+
+def resolve_model_from(ref: str) -> Path:
+    """The local folder of a ``model_from`` reference: a local folder as it is, else a hub
+    repository ``org/name`` (or ``org/name@revision``) downloaded with ``huggingface_hub`` (its
+    cache; ``HF_TOKEN`` from the environment for gated ones). Errors name the reference and the fix."""
+    p = Path(ref).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"model_from = {ref!r} is a file; point it at a model or adapter folder")
+        return p.resolve()
+    if ref.startswith(("/", "./", "../", "~")) or ref.count("/") != 1 and "@" not in ref:
+        raise ValueError(f"model_from = {ref!r}: no such folder, and not a hub id (org/name[@revision])")
+    repo, _, revision = ref.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=repo, revision=revision or None))
+    except Exception as e:  # network, auth, missing repository: say which and how to go on
+        raise ValueError(f"model_from = {ref!r}: could not download it from the hub ({type(e).__name__}: {e}). "
+                         "Run on a machine with hub access (HF_TOKEN set for gated repositories), or download "
+                         "the repository and give its local folder") from None
+
+
+def link_cell_model(config: dict, sname: str, cname: str, seed: int, out_dir: str) -> dict:
+    """A cell whose model is given (``conditions.<c>.model_from``) instead of trained: its adapter
+    folder ``out_dir`` gets, for a LoRA adapter folder (``adapter_config.json``), a copy of the
+    adapter's files; for a full model folder (``config.json``, e.g. a merged fine-tune), a record
+    ``model_from.json`` that makes the generation backend load that model instead of the setup's
+    base model (:func:`given_full_model`). Either way ``model_from.json`` records the reference,
+    the folder, its kind and its files' SHA-256, plus ``training_summary.json`` with 0 steps (the
+    learning curve has only its end point) and ``provenance.json``. Returns the record.
+
+    Raises ValueError for a folder that is neither, naming the fix."""
+    import hashlib
+    import shutil
+
+    from ..provenance import atomic_dir
+
+    ref = config["setups"][sname]["conditions"][cname]["model_from"]
+    src = resolve_model_from(ref)
+    if (src / "adapter_config.json").is_file():
+        kind = "lora_adapter"
+        adapter_cfg = json.loads((src / "adapter_config.json").read_text())
+        base = base_model_path(config, sname)
+        given_base = adapter_cfg.get("base_model_name_or_path") or ""
+        if given_base and given_base.rstrip("/").split("/")[-1] != str(base).rstrip("/").split("/")[-1]:
+            print(f"WARNING: {ref} is an adapter of {given_base!r}, but setup {sname} has base model {base!r}")
+    elif (src / "config.json").is_file():
+        kind = "full_model"
+    else:
+        raise ValueError(f"setups.{sname}.conditions.{cname}.model_from = {ref!r}: {src} has neither "
+                         "adapter_config.json (a LoRA adapter) nor config.json (a full model); point it at "
+                         "the folder save_pretrained wrote")
+    files = sorted(f for f in src.iterdir() if f.is_file())
+    record = {"model_from": ref, "folder": str(src), "kind": kind,
+              "files": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}}
+    with atomic_dir(out_dir) as tmp:
+        tmp = Path(tmp)
+        if kind == "lora_adapter":
+            ours = (GIVEN_MODEL_RECORD, "training_summary.json", "provenance.json")
+            for f in files:  # the adapter's weights and config, and the tokenizer files beside them
+                if f.name not in ours and (f.name.startswith("adapter_") or f.suffix in (".json", ".txt", ".model")):
+                    shutil.copy2(f, tmp / f.name)
+        write_json(tmp / GIVEN_MODEL_RECORD, record)
+        write_json(tmp / "training_summary.json", {"steps": 0, "model_from": ref})
+        write_json(tmp / "provenance.json", provenance({"setup": sname, "condition": cname, "seed": seed,
+                                                        "model_from": ref}, summary={"kind": kind}))
+    print(f"model_from {ref!r}: {kind} from {src} ({len(files)} files); not trained")
+    return record
+
+
 def finetune_cell(config: dict, sname: str, cname: str, seed: int, train_path: str, out_dir: str,
                   threads: int) -> None:
+    """Fine-tune the cell's LoRA adapter into ``out_dir``; a cell with ``model_from`` is not
+    trained: its given model is linked there instead (:func:`link_cell_model`)."""
     from ..training import finetune_lora
+
+    if config["setups"][sname]["conditions"][cname].get("model_from"):
+        link_cell_model(config, sname, cname, seed, out_dir)
+        return
 
     records, lines = dt.load_chat_jsonl_with_lines(train_path)
     if config["base_model"]["kind"] == "toy":
@@ -114,7 +199,7 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
     for stale in Path(out_path).parent.glob(f".{Path(out_path).name}.*.tmp"):  # temp files of a killed run
         stale.unlink(missing_ok=True)
     fingerprint = {"backend": backend.info(), "batch_size": getattr(backend, "batch_size", None),
-                   "base_model": files_fingerprint(base_model_path(config, sname)),
+                   "base_model": files_fingerprint(given_full_model(adapter) or base_model_path(config, sname)),
                    "adapter": files_fingerprint(adapter, ("adapter_*",))}
     journal = GenerationJournal(generation_partial_path(out_path), fingerprint)
     rows = []

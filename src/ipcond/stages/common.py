@@ -91,8 +91,28 @@ def generation_backend(config: dict, sname: str | None, adapter: str | None, thr
 
     g = config["generation"]
     extra = g.get("vllm", {}) if g["backend"] == "vllm" else {}
-    return make_backend(g["backend"], base_model_path(config, sname), adapter,
+    base = base_model_path(config, sname)
+    # A cell evaluated from a given full model (conditions.<c>.model_from): that model, no adapter.
+    full = given_full_model(adapter)
+    if full is not None:
+        base, adapter = full, None
+    return make_backend(g["backend"], base, adapter,
                         batch_size=g.get("batch_size", 64), threads=threads, **extra)
+
+
+def given_full_model(adapter_dir: str | None) -> str | None:
+    """The full model folder a cell's adapter folder stands for (``model_from.json`` of kind
+    full_model, written by ``ipcond.stages.cell.link_cell_model``), else None."""
+    import json
+
+    if not adapter_dir:
+        return None
+    rec = Path(adapter_dir) / "model_from.json"
+    if rec.is_file():
+        data = json.loads(rec.read_text())
+        if data.get("kind") == "full_model":
+            return data["folder"]
+    return None
 
 
 def llm_client(spec: dict, where: str, default_cache: str) -> Any:
@@ -107,20 +127,29 @@ def llm_client(spec: dict, where: str, default_cache: str) -> Any:
 
 def score_rows(setup: dict, rows: list[dict], scorers: dict) -> list[dict]:
     """Score each row for both traits of a setup, each on the rows of its eval domain (a row
-    without a domain, e.g. from a dataset that has none, is scored for both)."""
+    without a domain, e.g. from a dataset that has none, is scored for both), and on the rows of
+    its extra domains (``also_eval_domains``) as the trait ``<name>@<domain>``, same role; the
+    traits of ``also_report`` are scored on the trait's rows under their own names, same role
+    (MBPP: Wichers et al.'s all-tests rate beside the hack rate)."""
     out = []
     for role in ("positive", "negative"):
         trait = setup["traits"][role]["name"]
-        domain = dt.trait_eval_domain(setup, role)
-        mine = [r for r in rows if r.get("domain") in (None, domain)]
-        scores = scorers[trait].score([r.get("instruction", "") for r in mine], [r["response"] for r in mine])
-        # Why a score is missing: "unscored" (no usable answer) or, for the EM rule,
-        # "dropped_incoherent"; empty when scored.
-        status = getattr(scorers[trait], "last_status", None) or ["" if s is not None else "unscored"
-                                                                   for s in scores]
-        for r, s, st in zip(mine, scores, status):
-            out.append({**{k: r[k] for k in r if k not in ("response", "instruction", "prompt", "domain")},
-                        "trait": trait, "role": role, "score": s, "status": st})
+        main = (None, dt.trait_eval_domain(setup, role))
+        groups = [(trait, trait, main)]
+        groups += [(trait, dt.domain_trait_name(trait, d), (d,)) for d in dt.trait_extra_domains(setup, role)]
+        groups += [(t, t, main) for t in setup["traits"][role].get("also_report", [])]
+        for scorer, reported, domains in groups:
+            mine = [r for r in rows if r.get("domain") in domains]
+            if not mine:
+                continue
+            scores = scorers[scorer].score([r.get("instruction", "") for r in mine], [r["response"] for r in mine])
+            # Why a score is missing: "unscored" (no usable answer) or, for the EM rule,
+            # "dropped_incoherent"; empty when scored.
+            status = getattr(scorers[scorer], "last_status", None) or ["" if s is not None else "unscored"
+                                                                        for s in scores]
+            for r, s, st in zip(mine, scores, status):
+                out.append({**{k: r[k] for k in r if k not in ("response", "instruction", "prompt", "domain")},
+                            "trait": reported, "role": role, "score": s, "status": st})
     return out
 
 
@@ -131,7 +160,8 @@ def make_scorers(config: dict, setup: dict, items: list[dict] | None = None) -> 
 
     specs = config.get("scorers", {})
     judge = config.get("judge")
-    traits = [setup["traits"][r]["name"] for r in ("positive", "negative")]
+    traits = [t for r in ("positive", "negative")
+              for t in (setup["traits"][r]["name"], *setup["traits"][r].get("also_report", []))]
     if judge and any((specs.get(t) or {}).get("kind") in ("llm_judge", "moderation", "em_rule") for t in traits):
         from ..judging import preflight_endpoint
 
@@ -139,8 +169,7 @@ def make_scorers(config: dict, setup: dict, items: list[dict] | None = None) -> 
     cache = judge.get("cache", "results/judge_cache.sqlite") if judge else None
     # Code traits get each eval item's tests with the imports they need run first.
     tests = tests_by_prompt(items) if items is not None else None
-    return {t: make_scorer(t, specs.get(t), judge, cache, tests_by_prompt=tests)
-            for t in (setup["traits"][r]["name"] for r in ("positive", "negative"))}
+    return {t: make_scorer(t, specs.get(t), judge, cache, tests_by_prompt=tests) for t in traits}
 
 
 def write_scorer_accounting(scorers: dict, out_path: str) -> None:

@@ -21,7 +21,7 @@ def fetch_source_job(config: dict, dataset: str, role: str, out_path: str) -> No
     key = f"datasets.{dataset}.files.{role}"
     url = source_url(spec)
     print(f"fetching {key} from {url}")
-    fetch(url, out_path, spec.get("sha256"), source=key, auth_env=spec.get("auth_env"))
+    fetch(url, out_path, spec.get("sha256"), source=key, auth_env=spec.get("auth_env"), git_blob=spec.get("git_blob"))
     if spec.get("sha256") is None:
         digest = Path(out_path + ".sha256").read_text().split()[0]
         print(f"WARNING: {key} is not pinned; this download's SHA-256 is {digest} (kept in {out_path}.sha256, "
