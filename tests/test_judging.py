@@ -557,17 +557,23 @@ def test_non_finite_logprobs_are_no_score():
     assert s == pytest.approx(10.0) and mass == pytest.approx(1.0)
 
 
-def test_nan_logprobs_from_the_server_are_retried_then_fail(server, tmp_path):
+def test_nan_logprobs_from_the_server_are_retried_then_no_score(server, tmp_path):
     prompts, responses = ["q0", "q1"], ["a0", "a1"]
     want = expected_0_100("playful", prompts, responses)
     server.inject("nan_logprobs", "nan_logprobs")
     sc = JudgeScorer("playful", "playful", cfg(server), tmp_path / "n.sqlite")
     assert sc.score(prompts, responses) == want  # retried: the same scores as a clean run
     sc.close()
-    server.inject(*["nan_logprobs"] * 20)
-    sc = JudgeScorer("playful", "playful", cfg(server, max_retries=2), tmp_path / "n2.sqlite")
-    with pytest.raises(JudgeError, match="non-finite logprob"):
-        sc.score(["only"], ["one"])  # never a number
+    server.inject(*["nan_logprobs"] * 3)  # the first try and both retries of the first request
+    sc = JudgeScorer("playful", "playful", cfg(server, max_retries=2, max_concurrency=1), tmp_path / "n2.sqlite")
+    got = sc.score(["only", "other"], ["one", "two"])
+    assert got[0] is None and got[1] == expected_0_100("playful", ["other"], ["two"])[0]  # never a number
+    assert "non-finite logprob" in sc.last_details[0]["malformed"]
+    assert sc.client.accounting()["malformed_answers"] == 1
+    sc.close()
+    # Not cached: a re-run asks again and, answered well this time, gets the score.
+    sc = JudgeScorer("playful", "playful", cfg(server), tmp_path / "n2.sqlite")
+    assert sc.score(["only"], ["one"]) == expected_0_100("playful", ["only"], ["one"])
     sc.close()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from .judging import (DEFAULT_CATEGORIES, GRADE_TEMPLATES, JUDGE_KINDS, TRAIT_TEMPLATES, JudgeClient, JudgeConfig,
-                      JudgeKind, JudgeTemplate, load_template, parse_grade, score_from_logprobs)
+                      JudgeKind, JudgeTemplate, MALFORMED_KEY, load_template, parse_grade, score_from_logprobs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +145,10 @@ class JudgeScorer:
         raws = self.client.chat_many(messages, template=self.template, logprobs=self.kind == "logprob_0_100")
         details: list[dict[str, Any]] = []
         for raw in raws:
-            if self.kind == "logprob_0_100":
+            if MALFORMED_KEY in raw:  # every answer had non-finite numbers: no score
+                details.append({"raw_score": None, "valid_mass": None, "category": None,
+                                "malformed": raw[MALFORMED_KEY]})
+            elif self.kind == "logprob_0_100":
                 s, mass, cat = score_from_logprobs(raw["top_logprobs"], self.config.min_valid_mass,
                                                    self.categories)
                 details.append({"raw_score": s, "valid_mass": mass, "category": cat})

@@ -442,6 +442,21 @@ class _Retryable(Exception):
         self.reason, self.retry_after_s = reason, retry_after_s
 
 
+class MalformedAnswer(ValueError):
+    """A judge answer of the right shape whose numbers are not numbers (a NaN or +inf logprob, a
+    non-finite moderation score): retried, and when every retry gives one, that sample gets no
+    score (never a number a threshold would read)."""
+
+
+class _Malformed(_Retryable):
+    """A retryable :class:`MalformedAnswer`; once retries are exhausted the sample is unscored."""
+
+
+#: The value a request whose every answer was malformed returns instead of an answer (not cached,
+#: so a re-run asks again). Scorers read it as "no score".
+MALFORMED_KEY = "malformed"
+
+
 class _Failed(Exception):
     """A request that will not succeed by retrying (retries exhausted, or a 4xx)."""
 
@@ -500,7 +515,7 @@ def _extract_logprobs(payload: dict[str, Any]) -> dict[str, Any]:
     out = [{"token": str(t["token"]), "logprob": float(t["logprob"])} for t in top]
     # json reads NaN/Infinity: a malformed answer (retried), never a number a threshold would read.
     if any(math.isnan(t["logprob"]) or t["logprob"] == math.inf for t in out):
-        raise ValueError("non-finite logprob in top_logprobs")
+        raise MalformedAnswer("non-finite logprob in top_logprobs")
     # The "bytes" field is dropped: it only restates the token.
     return {"top_logprobs": out,
             "content": (choice.get("message") or {}).get("content")}
@@ -517,7 +532,7 @@ def _extract_text(payload: dict[str, Any]) -> dict[str, Any]:
 def _extract_moderation(payload: dict[str, Any]) -> dict[str, Any]:
     scores = {str(k): float(v) for k, v in payload["results"][0]["category_scores"].items()}
     if not all(math.isfinite(v) for v in scores.values()):  # malformed (retried), never a score
-        raise ValueError("non-finite moderation score")
+        raise MalformedAnswer("non-finite moderation score")
     return {"category_scores": scores}
 
 
@@ -547,7 +562,7 @@ class JudgeClient:
         self._pool = _ConnectionPool(config.base_url, config.timeout_s)
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(
-            ("calls", "cache_hits", "retries", "failures", "prompt_tokens", "completion_tokens"), 0)
+            ("calls", "cache_hits", "retries", "failures", "malformed_answers", "prompt_tokens", "completion_tokens"), 0)
         self._pause_until = 0.0  # monotonic time before which no worker sends (set by 429s)
         self._rng = random.Random()
 
@@ -602,14 +617,15 @@ class JudgeClient:
         return self._run(reqs)
 
     def moderate_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """Moderation category scores (``{"harassment": 0.01, ...}``) per text, in order."""
+        """Moderation category scores (``{"harassment": 0.01, ...}``) per text, in order; an empty dict
+        for a text whose every answer was malformed (no score)."""
         reqs = []
         for text in texts:
             key = cache_key(model=self.config.model, template_name="moderation", template_text="",
                             inputs=text, params={})
             body = json.dumps({"model": self.config.model, "input": text}).encode("utf-8")
             reqs.append(_Request(key, "/moderations", body, _extract_moderation, "moderation"))
-        return [r["category_scores"] for r in self._run(reqs)]
+        return [{} if MALFORMED_KEY in r else r["category_scores"] for r in self._run(reqs)]
 
     def accounting(self) -> dict[str, Any]:
         """Counters since this client was created. ``calls`` counts every HTTP request sent
@@ -727,6 +743,12 @@ class JudgeClient:
                 stop.set()
                 raise
             except _Retryable as e:
+                if attempt >= self.config.max_retries and isinstance(e, _Malformed):
+                    # The server answers, but never with numbers: this sample has no score.
+                    log.warning("judge request %s… malformed after %d retries (%s): no score",
+                                req.key[:12], attempt, e.reason)
+                    self._count("malformed_answers")
+                    return {MALFORMED_KEY: e.reason}
                 if attempt >= self.config.max_retries:
                     log.warning("judge request %s… failed after %d retries: %s",
                                 req.key[:12], attempt, e.reason)
@@ -785,6 +807,8 @@ class JudgeClient:
                 self._counts["completion_tokens"] += int(usage.get("completion_tokens") or 0)
         try:
             return req.extract(payload)
+        except MalformedAnswer as e:
+            raise _Malformed(str(e)) from None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             # str(e) may quote response content (e.g. a non-numeric logprob): redact it too.
             raise _Retryable(_redact(f"response lacks the expected fields ({type(e).__name__}: {e})",
