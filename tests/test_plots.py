@@ -269,3 +269,17 @@ def test_new_figures_name_missing_columns():
         learning_curve_plot(agg.assign(step=0), "toy", "french", "positive")
     with pytest.raises(ValueError, match="no rows for setup"):
         conditionalization_gap_plot(agg, "other")
+
+
+def test_pages_after_the_scatter_say_how_each_trait_is_measured():
+    from ipcond.plots import conditionalization_gap_plot, with_measures
+
+    gap = conditionalization_gap_plot(_agg(), "toy")
+    assert with_measures(gap, None) is gap
+    m = with_measures(gap, {"french": "share of answers judged French (score > 50)",
+                            "capitals": "mean capitals ratio"})
+    caption = m.labels.caption.replace("\n", " ")
+    assert gap.labels.caption.replace("\n", " ").split(" Trait measures")[0][:40] in caption
+    assert "french: share of answers judged French (score > 50)" in caption
+    assert "capitals: mean capitals ratio" in caption
+    assert "difference in measure" in m.labels.y and "difference in rate" in gap.labels.y

@@ -1148,6 +1148,23 @@ def title_page(meta: dict) -> ggplot:
 # A setup's pages
 # --------------------------------------------------------------------------------------------
 
+def with_measures(plot: ggplot, measures: dict[str, str] | None, width: float = 10.0) -> ggplot:
+    """``plot`` with how each trait's number is computed (``measures``: trait -> words, from
+    ``ipcond.scoring.measure_text``) added to its caption, and "rate" in its axis labels read as
+    the trait's measure (a mean harassment score or a grade is not a rate)."""
+    if not measures:
+        return plot
+    note = "Trait measures: " + "; ".join(f"{t}: {m}" for t, m in measures.items()) + "."
+    old = plot.labels.caption or ""
+    new = {"caption": _wrap(f"{old}\n{note}" if old else note, width)}
+    for axis in ("x", "y"):
+        text = getattr(plot.labels, axis, None)
+        if text and "rate" in text:
+            new[axis] = (text.replace("rate expressed (0-1)", "trait measure (0-1; see caption)")
+                         .replace("difference in rate", "difference in measure"))
+    return plot + labs(**new)
+
+
 def setup_figures(agg: pd.DataFrame, elicitation: pd.DataFrame, conditions: pd.DataFrame,
                   setup_name: str, positive_trait: str, negative_trait: str,
                   title: str | None = None, measures: dict[str, str] | None = None,
@@ -1171,7 +1188,8 @@ def setup_figures(agg: pd.DataFrame, elicitation: pd.DataFrame, conditions: pd.D
                            title=f"{head}\ntrait rates against dataset size"),
                 sweep_plot(agg, conditions, setup_name, "learning_rate",
                            title=f"{head}\ntrait rates against learning rate")]
-    return plots + [p for p in optional if p is not None]
+    # Every page after the scatter (which labels its axes itself) says how each number is computed.
+    return plots[:1] + [with_measures(p, measures) for p in plots[1:] + [p for p in optional if p is not None]]
 
 
 # --------------------------------------------------------------------------------------------
