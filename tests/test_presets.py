@@ -363,3 +363,25 @@ def test_dataset_and_data_checks_catch_what_would_fail_late():
     small = yaml.safe_load((REPO / "presets" / "small.yaml").read_text())
     assert paper(small, name="small")["base_model"]["path"] == "Qwen/Qwen2.5-0.5B-Instruct"
 
+
+
+def test_dry_run_of_the_checkpoints_overlay_gives_no_gpu_to_linking_a_given_model(tmp_path):
+    """Cells evaluated from the post's own models (presets/paper_checkpoints.yaml) only link them:
+    their finetune jobs take no GPU of Snakemake's `gpu` resource (local runs); their generate jobs
+    and the trained cells do. (Under the SLURM profile, whose set-resources give every finetune job
+    a GPU, the short link job asks for one too: docs/cluster.md.)"""
+    from test_slurm import dry_run_resources
+
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "-n", "--configfile", str(REPO / "presets/paper_checkpoints.yaml"), "--config", "preset=paper"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    gpus = Counter((rule, res.get("gpu")) for rule, res in dry_run_resources(proc.stdout + proc.stderr))
+    cfg = resolve_preset({"preset": "paper"}, {"preset": "paper",
+                                               **yaml.safe_load((REPO / "presets/paper_checkpoints.yaml").read_text())})
+    given = sum(bool(c.get("model_from")) for s in cfg["setups"].values() for c in s["conditions"].values())
+    cells = len(grid(validate_config(cfg)))
+    assert given > 100 and gpus[("finetune", "0")] + gpus[("finetune", None)] == given
+    assert gpus[("finetune", "1")] == cells - given
+    assert gpus[("generate", "1")] == cells

@@ -61,7 +61,8 @@ else:  # two jobs per cell: training and sampling get their own resources
         resources:
             mem_mb=lambda wc: rule_resources(config, "finetune", wc.setup)["mem_mb"],
             runtime=lambda wc: rule_resources(config, "finetune", wc.setup)["runtime"],
-            gpu=lambda wc: rule_resources(config, "finetune", wc.setup)["gpu"],
+            # A cell evaluated from a given model (model_from) only links it: no GPU to ask for.
+            gpu=lambda wc: 0 if condition_conf(wc).get("model_from") else rule_resources(config, "finetune", wc.setup)["gpu"],
         log:
             "logs/{setup}/{condition}/seed{seed}/finetune.log",
         benchmark:
