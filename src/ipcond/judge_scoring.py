@@ -86,7 +86,26 @@ DIRECTIONS = ("above", "below")
 STATUS_SCORED, STATUS_UNSCORED, STATUS_DROPPED = "", "unscored", "dropped_incoherent"
 
 
-class JudgeScorer:
+class _ClientScorer:
+    """What a scorer backed by a ``JudgeClient`` (``self.client``) shares: its accounting, and
+    closing the client (also as a context manager)."""
+
+    client: JudgeClient
+
+    def accounting(self) -> dict[str, Any]:
+        return self.client.accounting()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JudgeScorer(_ClientScorer):
     """An LLM judge as a ``Scorer``: scores in [0, 1] (0-100 judges / 100, grade judges / 10).
 
     ``threshold`` is on the judge's own scale (e.g. 50 for "trait present when score > 50" on a
@@ -168,25 +187,13 @@ class JudgeScorer:
             return 1.0 if hit else 0.0
         return raw / self.scale
 
-    def accounting(self) -> dict[str, Any]:
-        return self.client.accounting()
-
-    def close(self) -> None:
-        self.client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 #: The moderation model a ModerationScorer asks for unless told otherwise (the judge's chat
 #: model is not one: a real /moderations endpoint refuses it).
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 
 
-class ModerationScorer:
+class ModerationScorer(_ClientScorer):
     """A moderation endpoint as a ``Scorer``: the response's score for one category (default
     "harassment"), already in [0, 1]; thresholded to 1.0 / 0.0 when ``threshold`` is given.
     Only the response is moderated; the prompt is not the model's output.
@@ -224,18 +231,6 @@ class ModerationScorer:
                 out.append(raw)
         self.last_status = [STATUS_UNSCORED if v is None else STATUS_SCORED for v in out]
         return out
-
-    def accounting(self) -> dict[str, Any]:
-        return self.client.accounting()
-
-    def close(self) -> None:
-        self.client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class EmRuleScorer:
