@@ -158,7 +158,20 @@ class LangIdScorer:
         return [None if not r.strip() else float(self._classify(r)[0] == self.language) for r in responses]
 
 
-SCORER_KINDS = ("toy_rule", "langid", "llm_judge", "moderation", "mbpp_exec")
+class CapitalsScorer:
+    """All-Caps by rule, for any text: 1.0 when at least ``threshold`` of the letters are capitals
+    (default 0.8, the toy rule's: one stray lower-case word in a short answer still reads as
+    capitals), None for an answer without letters."""
+
+    def __init__(self, trait: str, threshold: float = 0.8):
+        self.trait, self.threshold, self.name = trait, threshold, f"capitals_ratio:{threshold}"
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
+        return [None if not any(c.isalpha() for c in r) else float(capitals_ratio(r) >= self.threshold)
+                for r in responses]
+
+
+SCORER_KINDS = ("toy_rule", "langid", "capitals_ratio", "llm_judge", "moderation", "mbpp_exec")
 
 
 def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
@@ -184,6 +197,8 @@ def make_scorer(trait: str, spec: dict | None = None, judge: dict | None = None,
         limits = SandboxLimits(**{k: spec[k] for k in ("wall_s", "cpu_s", "memory_mb") if k in spec})
         return MbppExecScorer(trait, tests_by_prompt, limits=limits, max_workers=spec.get("max_workers", 2),
                               network_isolation=spec.get("network_isolation", "required"))
+    if kind == "capitals_ratio":
+        return CapitalsScorer(trait, spec.get("threshold") or 0.8)
     if kind == "langid":
         return LangIdScorer(trait, spec["language"])
     if kind in ("llm_judge", "moderation"):
