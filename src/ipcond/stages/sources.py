@@ -57,7 +57,8 @@ def copy_local_source(spec: dict, key: str, out_path: str) -> None:
     shutil.copyfile(src, part)
     os.replace(part, out_path)
     if not spec.get("sha256"):
-        print(f"WARNING: {key} is not pinned; the local file's SHA-256 is {digest}. Pin it: set {key}.sha256: {digest}")
+        print(f"WARNING: {key} is not pinned; the local file's SHA-256 is {digest}. If it is the file the source's "
+              f"address serves, pin it: set {key}.sha256: {digest}")
     print(f"{out_path}: copied from {src}" + (" and verified" if spec.get("sha256") else ""))
 
 
