@@ -209,7 +209,7 @@ def test_real_samples_overlay_points_at_files_that_exist():
 
 TINY = {"training": {"n_train": 8, "batch_size": 4, "logging_steps": 1},
         "generation": {"n_eval": 3, "max_new_tokens": 12, "batch_size": 8},
-        "setups": {"spanish_caps": {"conditions": {"None": None}}}}
+        "setups": {"spanish_caps": {"data": {"pool_size": 10}}}}
 
 
 def test_laptop_preset_one_cell_end_to_end(tmp_path):

@@ -227,6 +227,10 @@ def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> Non
     if kind == "rewrite" and not config.get("rewriter"):
         raise ConfigError(f"{source}: {key}.responses.kind is rewrite but the config has no 'rewriter' section; "
                           "add rewriter.base_url and rewriter.model (the key from rewriter.api_key_env)")
+    n_train = training_config(config, sname)["n_train"]
+    if data.get("pool_size") and data["pool_size"] < n_train:
+        raise ConfigError(f"{source}: {key}.pool_size = {data['pool_size']} is below training.n_train = {n_train} "
+                          f"(setups.{sname}); each seed samples n_train items of the pool: raise pool_size")
 
 
 # ------------------------------------------------------------------------------------------

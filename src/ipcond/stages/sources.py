@@ -92,6 +92,10 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
     base model answers with ``instruction`` in front, e.g. asked for both traits)."""
     data = real_data(config, sname)
     train = read_jsonl(Path(dataset_dir(data["train"])) / "train.jsonl")
+    beyond_pool = 0
+    if data.get("pool_size") and len(train) > data["pool_size"]:
+        # Only the first pool_size records get answers (a CPU run generating its own answers).
+        beyond_pool, train = len(train) - data["pool_size"], train[:data["pool_size"]]
     control = None
     if data.get("control"):
         # The control split of the training dataset (same prompts, good answers), or the training
@@ -130,7 +134,8 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
         responses = [TRANSFORMS[spec["transform"]](r) if r else r for r in responses]
         extra["transform"] = spec["transform"]
     needs_control = any(c["kind"] == "control" for c in config["setups"][sname]["conditions"].values())
-    left_out = {"empty answer": 0, "empty control answer": 0}
+    left_out = {"empty answer": 0, "empty control answer": 0,
+                "training records beyond data.pool_size (unused)": beyond_pool}
     pool = []
     for i, (ins, resp, ctl, cins) in enumerate(zip(instructions, responses, controls, control_prompts)):
         # An empty answer (a generation that stopped at once, an empty rewrite or source field) is
