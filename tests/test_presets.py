@@ -62,7 +62,7 @@ def test_small_preset_extends_paper_on_one_small_model_and_overrides_apply_on_to
 
 
 def test_preset_errors_name_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match=r"preset = 'papr': there is no .*use one of \['toy', 'paper', 'small'\]"):
+    with pytest.raises(ConfigError, match=r"preset = 'papr': there is no .*use one of \['toy', 'laptop', 'paper', 'small'\]"):
         resolve_preset({"preset": "papr"}, {})
     with pytest.raises(ConfigError, match=r"overlay, not a full preset.*--configfile config.yaml"):
         resolve_preset({"preset": "toy_source_citing"}, {})

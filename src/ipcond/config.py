@@ -75,7 +75,11 @@ def _semantic_checks(config: dict, source: str) -> None:
     from . import toyworld as tw
 
     toy = config["base_model"]["kind"] == "toy"
-    if config["base_model"]["kind"] == "pretrained" and not config["base_model"].get("path"):
+    if config["base_model"].get("gguf") and (config["base_model"].get("path") or toy):
+        raise ConfigError(f"{source}: base_model.gguf is set together with base_model.path (or kind toy); a GGUF "
+                          "base model is converted into its own folder: set base_model.path: null and kind: pretrained")
+    if config["base_model"]["kind"] == "pretrained" and not (config["base_model"].get("path")
+                                                             or config["base_model"].get("gguf")):
         raise ConfigError(f"{source}: base_model.path is empty but base_model.kind is 'pretrained'; "
                           "set base_model.path to a local model folder or hub id")
     _check_datasets(config, source)
@@ -224,6 +228,10 @@ def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> Non
     if kind == "rewrite" and not config.get("rewriter"):
         raise ConfigError(f"{source}: {key}.responses.kind is rewrite but the config has no 'rewriter' section; "
                           "add rewriter.base_url and rewriter.model (the key from rewriter.api_key_env)")
+    n_train = training_config(config, sname)["n_train"]
+    if data.get("pool_size") and data["pool_size"] < n_train:
+        raise ConfigError(f"{source}: {key}.pool_size = {data['pool_size']} is below training.n_train = {n_train} "
+                          f"(setups.{sname}); each seed samples n_train items of the pool: raise pool_size")
 
 
 # ------------------------------------------------------------------------------------------
@@ -423,7 +431,7 @@ def grid(config: dict) -> list[Cell]:
 # Job resources (memory, run time, GPUs) per model rule, from config
 # ------------------------------------------------------------------------------------------
 
-MODEL_RULES = ("pretrain_base_model", "finetune", "generate", "finetune_and_generate", "elicit")
+MODEL_RULES = ("pretrain_base_model", "convert_gguf_model", "finetune", "generate", "finetune_and_generate", "elicit")
 DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "gpu": 0}
 
 
@@ -529,7 +537,12 @@ def base_model_path(config: dict, sname: str | None = None) -> str:
         return "results/base_model/model"
     if sname is not None and config["setups"][sname].get("base_model"):
         return config["setups"][sname]["base_model"]
+    if config["base_model"].get("gguf"):
+        return GGUF_MODEL_DIR
     return config["base_model"]["path"]
+
+
+GGUF_MODEL_DIR = "results/base_model/converted"  # rule convert_gguf_model (base_model.gguf)
 
 
 def real_data(config: dict, sname: str) -> dict | None:
@@ -545,6 +558,15 @@ def responses_kind(config: dict, sname: str) -> str:
 def dataset_dir(name: str) -> str:
     """Where a real dataset's converted splits live (rule convert_dataset)."""
     return f"resources/data/{name}"
+
+
+def local_source_path(spec: dict) -> str | None:
+    """A source file's ``local_path`` (used instead of downloading), absolute: a relative one is
+    read from the repo root (so ``../shared/data/real-samples/...`` works from any --directory)."""
+    if not spec.get("local_path"):
+        return None
+    p = Path(spec["local_path"]).expanduser()
+    return str(p if p.is_absolute() else (PRESETS_DIR.parent / p).resolve())
 
 
 def source_file_path(config: dict, dataset: str, role: str) -> str:
