@@ -7,8 +7,9 @@ At paper scale the traits of model responses are scored by LLM judges. This modu
 * pure parsing: ``score_from_logprobs`` (probability-weighted 0-100 score over the judge's first
   token) and ``parse_grade`` ("GRADE: X" on a 0-10 scale);
 * ``JudgeTemplate`` / ``load_template``: prompt templates shipped in ``judge_templates/*.txt``;
-* ``JudgeCache``: a content-addressed sqlite cache, so a re-run pays for nothing already judged and
-  an interrupted run resumes (every result is committed the moment it arrives);
+* ``JudgeCache`` (``ipcond.judge_cache``): a content-addressed sqlite cache, so a re-run pays for
+  nothing already judged and an interrupted run resumes (every result is committed the moment it
+  arrives);
 * ``JudgeClient``: bounded-concurrency HTTP client (standard library only) with retries, backoff,
   a spend cap and token/cost accounting.
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import email.utils
-import hashlib
 import http.client
 import json
 import logging
@@ -30,7 +30,6 @@ import math
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -39,6 +38,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
+
+from .errors import JudgeError  # noqa: F401 (re-exported: callers catch ipcond.judging.JudgeError)
+from .judge_cache import JudgeCache, cache_key  # noqa: F401 (re-exported with the client)
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +111,6 @@ class JudgeConfig:
         if unknown:
             raise ValueError(f"unknown judge config keys {unknown}; known: {sorted(known)}")
         return cls(**dict(d))
-
-
-class JudgeError(RuntimeError):
-    """A judge run could not complete. Results obtained before the error are in the cache."""
 
 
 class JudgeAuthError(JudgeError):
@@ -334,91 +332,6 @@ def load_template(name_or_path: str | os.PathLike[str]) -> JudgeTemplate:
     if "answer" not in tpl.placeholders():  # {question} is optional (Tan's language judge)
         raise ValueError(f"judge template {name!r} must contain {{answer}} (and may contain {{question}})")
     return tpl
-
-
-# --------------------------------------------------------------------------------------------
-# Content-addressed cache
-# --------------------------------------------------------------------------------------------
-
-def cache_key(*, model: str, template_name: str, template_text: str, inputs: Any,
-              params: Mapping[str, Any]) -> str:
-    """sha256 over everything that determines a judge's answer. Canonical JSON (sorted keys, no
-    whitespace choices left to chance) so the same request always hashes the same."""
-    blob = json.dumps({"model": model, "template_name": template_name, "template_text": template_text,
-                       "inputs": inputs, "params": dict(params)},
-                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-class JudgeCache:
-    """Judge outputs in an sqlite file, keyed by ``cache_key``.
-
-    The cache stores the judge's *raw* output (top logprobs, text, category scores), not the
-    derived score, so changing e.g. ``min_valid_mass`` or a threshold re-parses for free. WAL mode
-    lets several processes (parallel workflow jobs) share one file; within a process one
-    connection is shared behind a lock. Every ``put`` is committed immediately (autocommit), so a
-    killed run loses at most the requests in flight.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against process crashes in WAL mode; only power loss can drop the
-        # last commits, which a re-run then simply pays for again.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("""CREATE TABLE IF NOT EXISTS judgements (
-                                key TEXT PRIMARY KEY, model TEXT NOT NULL, scope TEXT NOT NULL,
-                                value TEXT NOT NULL, created REAL NOT NULL)""")
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise JudgeError(f"judge cache {self.path} is closed")
-        return self._db
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        keys = list(keys)
-        with self._lock:
-            db = self._conn()
-            for i in range(0, len(keys), 500):  # stay far below sqlite's bound-variable limit
-                chunk = keys[i:i + 500]
-                q = f"SELECT key, value FROM judgements WHERE key IN ({','.join('?' * len(chunk))})"
-                for k, v in db.execute(q, chunk):
-                    out[k] = json.loads(v)
-        return out
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.get_many([key]).get(key)
-
-    def put(self, key: str, value: Mapping[str, Any], *, model: str, scope: str) -> None:
-        # OR IGNORE: if two processes judged the same item, the first answer stays the answer.
-        with self._lock:
-            self._conn().execute(
-                "INSERT OR IGNORE INTO judgements (key, model, scope, value, created) VALUES (?, ?, ?, ?, ?)",
-                (key, model, scope, json.dumps(value, ensure_ascii=False, sort_keys=True), time.time()))
-
-    def __bool__(self) -> bool:
-        return True  # an empty cache is still a cache (``__len__`` would make it falsy)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn().execute("SELECT COUNT(*) FROM judgements").fetchone()[0])
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
 
 # --------------------------------------------------------------------------------------------
