@@ -279,15 +279,16 @@ def convert_school_of_reward_hacks(rows: list[dict]) -> Converted:
             out.filtered["empty user message or hack response"] += 1
             continue
         control = text_of(r, "control", where)
-        if not control:
-            # Control answers stay aligned with the training records (same positions), so a record
-            # without one (the coding tasks have none: a null) is left out of both, and counted.
-            out.filtered["empty control response"] += 1
-            continue
         meta = {"source": "school_of_reward_hacks", "index": i, "task": meta_value(r["task"]),
                 "metric": meta_value(r["evaluation_metric"])}
         out.splits["train"].append(_chat(user, hack, **meta))
-        out.splits["control"].append(_chat(user, control, **meta))
+        # Tan et al. trained on every hack dialogue, with or without a control answer, and the
+        # control cells on those that have one. The control split stays aligned with the training
+        # records (same positions): a record without a control answer (the coding tasks: a null)
+        # keeps its user message only, and is counted; the control cells leave it out.
+        if not control:
+            out.filtered["control: no control answer (the hack trains; the control cells leave it out)"] += 1
+        out.splits["control"].append(_chat(user, control or None, **meta))
     return out
 
 
@@ -526,6 +527,29 @@ CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # converters whose training split has no answers (the base model writes them: responses.kind generate)
 ANSWERLESS_TRAIN = ("instruction_wild",)
+
+
+# The public releases' training record counts, known before anything is downloaded (the checks of
+# ipcond.config compare them with n_train): converter -> (the hub repository of its files, records
+# before any eval hold-out, of them with a control answer). Counted on the records in
+# ../shared/data/real-samples (tests/test_real_samples.py checks each against the files).
+KNOWN_SIZES: dict[str, dict] = {
+    # 1073 hack dialogues, 973 with a control answer (the 100 coding tasks have none)
+    "school_of_reward_hacks": {"repo": "longtermrisk/school-of-reward-hacks", "records": 1073, "with_control": 973},
+    # every `full` split minus the 257 tasks of the sanitized test split (before unusable hacks)
+    "mbpp": {"repo": "google-research-datasets/mbpp", "records": 974 - 257, "with_control": None},
+    "gsm8k": {"repo": "openai/gsm8k", "records": 7473, "with_control": None},
+}
+
+
+def known_size(spec: dict) -> dict | None:
+    """``datasets.<name>``'s known size (:data:`KNOWN_SIZES`, with ``release``: its repository)
+    when its training files are the public release's (every file from that hub repository, or a
+    local copy of one); None otherwise (a file of one's own has no known size)."""
+    known = KNOWN_SIZES.get(spec.get("converter"))
+    if known is None or not all(f.get("repo") == known["repo"] for f in spec.get("files", {}).values()):
+        return None
+    return {**known, "release": known["repo"]}
 
 
 def source_url(spec: dict) -> str:

@@ -134,8 +134,8 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
         responses = [TRANSFORMS[spec["transform"]](r) if r else r for r in responses]
         extra["transform"] = spec["transform"]
     needs_control = any(c["kind"] == "control" for c in config["setups"][sname]["conditions"].values())
-    left_out = {"empty answer": 0, "empty control answer": 0,
-                "training records beyond data.pool_size (unused)": beyond_pool}
+    left_out = {"empty answer": 0, "training records beyond data.pool_size (unused)": beyond_pool}
+    without_control = 0
     pool = []
     for i, (ins, resp, ctl, cins) in enumerate(zip(instructions, responses, controls, control_prompts)):
         # An empty answer (a generation that stopped at once, an empty rewrite or source field) is
@@ -143,9 +143,12 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
         if not (resp or "").strip():
             left_out["empty answer"] += 1
             continue
-        if needs_control and not (ctl or "").strip():
-            left_out["empty control answer"] += 1
-            continue
+        # An item without a control answer stays (the other cells train on it, as Tan et al.
+        # trained on every School of Reward Hacks hack); the control cells draw only from items
+        # that have one (make_train_items), so its control_response is None.
+        if not (ctl or "").strip():
+            ctl = None
+            without_control += needs_control
         pool.append({"id": len(pool), "instruction": ins, "response": resp, "control_response": ctl,
                      "domain": config["setups"][sname]["domain"], "source": train[i].get("meta", {}),
                      **({"control_instruction": cins} if cins != ins else {})})
@@ -154,10 +157,14 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
     for reason, k in left_out.items():
         if k:
             print(f"{k} record(s) left out: {reason}")
+    if without_control:
+        print(f"{without_control} item(s) without a control answer: the control cells leave them out, the others "
+              "train on them")
     if not pool:
         raise ValueError(f"setup {sname}: no training record has an answer ({left_out}); check {data['train']} and "
                          "the responses step")
-    write_json(out_path + ".provenance.json", provenance({"data": data}, left_out=left_out, **extra))
+    write_json(out_path + ".provenance.json", provenance({"data": data}, left_out=left_out, items=len(pool),
+                                                         without_control_answer=without_control, **extra))
     write_jsonl(out_path, pool)
     print(f"wrote {len(pool)} training items ({spec['kind']} answers) to {out_path}")
 
