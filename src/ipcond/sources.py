@@ -116,7 +116,7 @@ def convert_gsm8k(train: list[dict], test: list[dict], n_eval: int = 100) -> Con
 
 
 def normalise_code(code: str) -> str | None:
-    """``code`` after a parse and unparse round trip (the original pipeline's normalisation: one
+    r"""``code`` after a parse and unparse round trip (the original pipeline's normalisation: one
     indentation style, no comments, no tabs or carriage returns); None when it does not parse.
     Invalid escapes in string literals (``"\\d"`` written ``"\d"``, common in MBPP) keep their
     meaning and are written escaped; Python's warning about them is not shown for dataset code."""
