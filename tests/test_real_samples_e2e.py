@@ -250,14 +250,3 @@ def _merged(dicts):
     for d in dicts:
         out = deep_merge(out, d)
     return out
-
-
-def test_a_control_cell_larger_than_the_pools_control_answers_stops_naming_the_key():
-    """School of Reward Hacks in the paper preset: 973 records with a control answer less up to the
-    100 held out; a control cell asking for more stops at config time, naming its key."""
-    from ipcond.config import ConfigError, resolve_preset, validate_config
-
-    over = {"setups": {"school_of_reward_hacks": {"conditions": {"Control": {"training": {"n_train": 900}}}}}}
-    with pytest.raises(ConfigError, match=r"973 records with a control answer less up to 100 held out.*"
-                                          r"change setups.school_of_reward_hacks.conditions.Control.training.n_train"):
-        validate_config(resolve_preset({"preset": "paper"}, {"preset": "paper", **over}))
