@@ -240,7 +240,7 @@ POOL_MARGIN = 0.02
 def _check_pool_sizes(config: dict, sname: str, setup: dict, source: str) -> None:
     """Where a training pool's size is known before anything runs, it holds ``n_train`` items with a
     margin (:data:`POOL_MARGIN`): ``data.pool_size``, an InstructionWild ``max_train``, and the
-    pinned public releases' record counts (:data:`ipcond.sources.KNOWN_SIZES`) less the records held
+    pinned public releases' record counts (:data:`ipcond.source_files.KNOWN_SIZES`) less the records held
     out as eval items, for the cells and (records with a control answer) the control cells."""
     from .sources import known_size
 
