@@ -97,3 +97,26 @@ def test_vllm_backend_needs_a_max_lora_rank_the_adapters_fit(default_config):
         validate_config(cfg)
     cfg["generation"]["vllm"]["max_lora_rank"] = 16
     validate_config(cfg)
+
+
+def test_pool_sizes_known_in_advance_need_n_train_and_a_margin():
+    """Issue 17, kind 3: a pool no larger than n_train stops every cell late; where its size is
+    known before anything runs, the config check names the key to change."""
+    from ipcond.config import resolve_preset
+
+    def paper(over):
+        return validate_config(resolve_preset({"preset": "paper"}, {"preset": "paper", **over}))
+
+    paper({})  # the preset itself: 10,200 instructions for 10,000; 850 control answers of at most 873
+    # School of Reward Hacks: 973 records with a control answer, less up to the 100 held out
+    over = {"setups": {"school_of_reward_hacks": {"conditions": {"Control": {"training": {"n_train": 900}}}}}}
+    with pytest.raises(ConfigError, match=r"973 records with a control answer less up to 100 held out.*"
+                                          r"change setups.school_of_reward_hacks.conditions.Control.training.n_train"):
+        paper(over)
+    # the trait-distillation pool capped at exactly its n_train (the preset's old setting)
+    with pytest.raises(ConfigError, match=r"trains on 10000 items, but datasets.instruction_wild.options.max_train "
+                                          r"leave\(s\) at most 10000.*at least 10200 remain"):
+        paper({"datasets": {"instruction_wild": {"options": {"max_train": 10000}}}})
+    with pytest.raises(ConfigError, match=r"the google-research-datasets/mbpp release's 717 training records.*"
+                                          r"change setups.mbpp.training.n_train"):
+        paper({"setups": {"mbpp": {"training": {"n_train": 710}}}})

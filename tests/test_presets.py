@@ -48,8 +48,8 @@ def test_paper_preset_is_the_posts_grid_with_protocol_texts():
                         ("trait_distillation_poetic_skeptical", "SkepticalInoc")):
         sweep = [c for c in cfg["setups"][sname]["conditions"] if re.fullmatch(inoc + r"(R\d+)?", c)]
         assert len(sweep) == 11, sname
-    assert cfg["setups"]["school_of_reward_hacks"]["conditions"]["ControlNone"] == {"kind": "control",
-                                                                                    "without_prompt": True}
+    assert cfg["setups"]["school_of_reward_hacks"]["conditions"]["ControlNone"] == {
+        "kind": "control", "without_prompt": True, "training": {"n_train": 850}}  # the records with a control answer
 
 
 def test_small_preset_extends_paper_on_one_small_model_and_overrides_apply_on_top():
@@ -62,7 +62,7 @@ def test_small_preset_extends_paper_on_one_small_model_and_overrides_apply_on_to
 
 
 def test_preset_errors_name_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match=r"preset = 'papr': there is no .*use one of \['toy', 'paper', 'small'\]"):
+    with pytest.raises(ConfigError, match=r"preset = 'papr': there is no .*use one of \['toy', 'laptop', 'paper', 'small'\]"):
         resolve_preset({"preset": "papr"}, {})
     with pytest.raises(ConfigError, match=r"overlay, not a full preset.*--configfile config.yaml"):
         resolve_preset({"preset": "toy_source_citing"}, {})
@@ -210,8 +210,10 @@ def test_real_data_rules_fetch_convert_rewrite_and_build_cells_against_local_ser
     assert n_rewrites == 41
     # the over-long problem is left out of the training items, and counted (by the base model's tokenizer)
     items_report = json.loads((tmp_path / "results/spanish_caps/data/train_items_seed1.jsonl.report.json").read_text())
-    assert items_report == {"pool": 41, "usable": 40, "left_out": {"an eval instruction": 0,
-                                                                    "longer than training.max_length": 1}}
+    assert items_report == {"pool": 41, "usable": 40, "n_train": 12,
+                            "left_out": {"an eval instruction": 0, "longer than training.max_length": 1},
+                            "control_cells": {"conditions": ["Control"], "n_train": 12, "usable_with_control_answer": 40,
+                                              "control_answer_longer_than_max_length": 0}}
     pool = rows("results/spanish_caps/data/train_pool.jsonl")
     assert all(p["response"].startswith("EN ESPAÑOL: ") and "THE ANSWER IS" in p["response"] for p in pool)
     assert all(p["control_response"].endswith(".") and "The answer is" in p["control_response"] for p in pool)
@@ -294,7 +296,10 @@ def test_trait_distillation_pool_is_generated_by_the_base_model_asked_for_both_t
             "datasets": {"instruction_wild": {"options": {"n_eval": 3, "max_train": 12}, "files": {
                 f"user_{k}": {"url": f"{server.url}/iw/user_{k}.jsonl",
                               "sha256": hashlib.sha256(files[f"/iw/user_{k}.jsonl"]).hexdigest()} for k in range(1, 5)}}},
-            "setups": {"trait_distillation_french_capitals": {"training": {"n_train": 8}}}}
+            # every trait-distillation setup shares the 12-instruction pool (the config check: n_train + margin)
+            "setups": {s: {"training": {"n_train": 8}} for s in ("trait_distillation_french_capitals",
+                                                                  "trait_distillation_poetic_skeptical",
+                                                                  "trait_distillation_french_playful")}}
         (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
         (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
         target = "results/trait_distillation_french_capitals/AllCapsInoc/seed1/train.jsonl"

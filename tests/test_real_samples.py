@@ -213,15 +213,26 @@ def test_instruction_wild_skips_and_counts_its_unreadable_lines():
 # ------------------------------------------------------------------------------------------
 
 def test_school_of_reward_hacks_with_null_controls():
+    """Every hack dialogue trains (Tan et al. trained on all 1,073); the control split stays aligned
+    with it, a record without a control answer keeping its user message only (the control cells
+    leave it out)."""
     df = frame("school_of_reward_hacks", "train-0000.parquet")
     no_control = df["control"].isna() | (df["control"].fillna("").str.strip() == "")
     assert int(df["control"].isna().sum()) == 100  # the coding tasks: a null, as on the hub
-    usable = len(df) - int(no_control.sum())
+    assert len(df) == src.KNOWN_SIZES["school_of_reward_hacks"]["records"] == 1073
+    assert len(df) - int(no_control.sum()) == src.KNOWN_SIZES["school_of_reward_hacks"]["with_control"] == 973
     out = src.convert_dataset("school_of_reward_hacks", {"converter": "school_of_reward_hacks",
                                                          "options": {"n_eval": 100, "domain": "scored_task"}},
                               {"data": REAL / "school_of_reward_hacks/train-0000.parquet"})
-    assert out.report()["counts"] == {"train": usable - 100, "control": usable - 100, "eval": 100}
-    assert out.filtered == {"empty control response": int(no_control.sum())}
+    assert out.report()["counts"] == {"train": len(df) - 100, "control": len(df) - 100, "eval": 100}
+    assert out.filtered == {"control: no control answer (the hack trains; the control cells leave it out)":
+                            int(no_control.sum())}
+    held = {int(it["id"].rsplit("-", 1)[1]) for it in out.splits["eval"]}
+    kept = [i for i in range(len(df)) if i not in held]
+    assert [r["meta"]["index"] for r in out.splits["train"]] == kept
+    for i, hack, control in zip(kept, out.splits["train"], out.splits["control"]):
+        assert hack["messages"][0]["content"] == control["messages"][0]["content"] == df["user"][i].strip()
+        assert (len(control["messages"]) == 1) == bool(no_control[i])
     assert out.splits["train"][0]["meta"]["task"] is None  # a null column stays a JSON null
     assert_json_clean(out)
 

@@ -14,6 +14,7 @@ error names the key and says how to fix it.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -75,7 +76,11 @@ def _semantic_checks(config: dict, source: str) -> None:
     from . import toyworld as tw
 
     toy = config["base_model"]["kind"] == "toy"
-    if config["base_model"]["kind"] == "pretrained" and not config["base_model"].get("path"):
+    if config["base_model"].get("gguf") and (config["base_model"].get("path") or toy):
+        raise ConfigError(f"{source}: base_model.gguf is set together with base_model.path (or kind toy); a GGUF "
+                          "base model is converted into its own folder: set base_model.path: null and kind: pretrained")
+    if config["base_model"]["kind"] == "pretrained" and not (config["base_model"].get("path")
+                                                             or config["base_model"].get("gguf")):
         raise ConfigError(f"{source}: base_model.path is empty but base_model.kind is 'pretrained'; "
                           "set base_model.path to a local model folder or hub id")
     _check_datasets(config, source)
@@ -224,6 +229,55 @@ def _check_setup_data(config: dict, sname: str, setup: dict, source: str) -> Non
     if kind == "rewrite" and not config.get("rewriter"):
         raise ConfigError(f"{source}: {key}.responses.kind is rewrite but the config has no 'rewriter' section; "
                           "add rewriter.base_url and rewriter.model (the key from rewriter.api_key_env)")
+    _check_pool_sizes(config, sname, setup, source)
+
+
+# Records a pool loses after its size is fixed (empty answers, eval instructions, over
+# training.max_length): a bound known in advance must exceed n_train by this share.
+POOL_MARGIN = 0.02
+
+
+def _check_pool_sizes(config: dict, sname: str, setup: dict, source: str) -> None:
+    """Where a training pool's size is known before anything runs, it holds ``n_train`` items with a
+    margin (:data:`POOL_MARGIN`): ``data.pool_size``, an InstructionWild ``max_train``, and the
+    pinned public releases' record counts (:data:`ipcond.source_files.KNOWN_SIZES`) less the records held
+    out as eval items, for the cells and (records with a control answer) the control cells."""
+    from .sources import known_size
+
+    data, key = setup["data"], f"setups.{sname}.data"
+    n_train = training_config(config, sname)["n_train"]
+    controls = [c for c, cond in setup["conditions"].items() if cond["kind"] == "control"]
+    n_control = max((training_config(config, sname, c)["n_train"] for c in controls), default=0)
+    bounds = []  # (what, its size, the key to change, n needed)
+    if data.get("pool_size"):
+        if data["pool_size"] < n_train:
+            raise ConfigError(f"{source}: {key}.pool_size = {data['pool_size']} is below training.n_train = {n_train} "
+                              f"(setups.{sname}); each seed samples n_train items of the pool: raise pool_size")
+        bounds.append((f"{key}.pool_size", data["pool_size"], f"{key}.pool_size", n_train))
+    dspec = config["datasets"][data["train"]]
+    opts = dspec.get("options") or {}
+    if dspec["converter"] == "instruction_wild" and opts.get("max_train") is not None:
+        bounds.append((f"datasets.{data['train']}.options.max_train", opts["max_train"],
+                       f"datasets.{data['train']}.options.max_train", n_train))
+    known = known_size(dspec)
+    if known:
+        held = opts.get("n_eval") or 0 if dspec["converter"] in ("school_of_reward_hacks", "emergent_plus",
+                                                                 "chat_jsonl") else 0
+        bounds.append((f"the {known['release']} release's {known['records']} training records"
+                       + (f" less the {held} held out (datasets.{data['train']}.options.n_eval)" if held else ""),
+                       known["records"] - held, f"setups.{sname}.training.n_train", n_train))
+        if controls and known.get("with_control") is not None and data.get("control") == data["train"]:
+            cname = max(controls, key=lambda c: training_config(config, sname, c)["n_train"])
+            bounds.append((f"the {known['release']} release's {known['with_control']} records with a control answer"
+                           + (f" less up to {held} held out as eval items" if held else ""),
+                           known["with_control"] - held, f"setups.{sname}.conditions.{cname}.training.n_train",
+                           n_control))
+    for what, size, fix, need in bounds:
+        if size < need + math.ceil(POOL_MARGIN * need):
+            raise ConfigError(f"{source}: setups.{sname} trains on {need} items, but {what} leave(s) at most {size}, "
+                              f"without a margin of {POOL_MARGIN:.0%} for records left out later (empty answers, eval "
+                              f"instructions, over training.max_length); change {fix} so that at least "
+                              f"{need + math.ceil(POOL_MARGIN * need)} remain")
 
 
 # ------------------------------------------------------------------------------------------
@@ -423,7 +477,7 @@ def grid(config: dict) -> list[Cell]:
 # Job resources (memory, run time, GPUs) per model rule, from config
 # ------------------------------------------------------------------------------------------
 
-MODEL_RULES = ("pretrain_base_model", "finetune", "generate", "finetune_and_generate", "elicit")
+MODEL_RULES = ("pretrain_base_model", "convert_gguf_model", "finetune", "generate", "finetune_and_generate", "elicit")
 DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "gpu": 0}
 
 
@@ -529,7 +583,12 @@ def base_model_path(config: dict, sname: str | None = None) -> str:
         return "results/base_model/model"
     if sname is not None and config["setups"][sname].get("base_model"):
         return config["setups"][sname]["base_model"]
+    if config["base_model"].get("gguf"):
+        return GGUF_MODEL_DIR
     return config["base_model"]["path"]
+
+
+GGUF_MODEL_DIR = "results/base_model/converted"  # rule convert_gguf_model (base_model.gguf)
 
 
 def real_data(config: dict, sname: str) -> dict | None:
@@ -545,6 +604,15 @@ def responses_kind(config: dict, sname: str) -> str:
 def dataset_dir(name: str) -> str:
     """Where a real dataset's converted splits live (rule convert_dataset)."""
     return f"resources/data/{name}"
+
+
+def local_source_path(spec: dict) -> str | None:
+    """A source file's ``local_path`` (used instead of downloading), absolute: a relative one is
+    read from the repo root (so ``../shared/data/real-samples/...`` works from any --directory)."""
+    if not spec.get("local_path"):
+        return None
+    p = Path(spec["local_path"]).expanduser()
+    return str(p if p.is_absolute() else (PRESETS_DIR.parent / p).resolve())
 
 
 def source_file_path(config: dict, dataset: str, role: str) -> str:

@@ -50,6 +50,14 @@ def chat_prompts(tokenizer: Any, conversations: list[list[dict]]) -> list[str]:
     return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
 
 
+def rendered_examples(backend: Any, examples: dict[str, list[dict]]) -> dict[str, str | None]:
+    """Per label (an eval context, an elicitation prompt), the exact text the model is given for one
+    example conversation: the backend tokenizer's chat template with the generation prompt, default
+    system prompts included. None where the backend has no tokenizer to render with."""
+    tok = getattr(backend, "tokenizer", None)
+    return {label: (chat_prompts(tok, [conv])[0] if tok is not None else None) for label, conv in examples.items()}
+
+
 class TransformersBackend:
     """Batched ``model.generate`` with a KV cache; the adapter, if any, is merged at load time."""
 

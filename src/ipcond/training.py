@@ -45,6 +45,51 @@ def encode_chat(tokenizer: Any, records: list[dict], max_length: int) -> list[tu
     return out
 
 
+def has_generation_markers(chat_template: Any) -> bool:
+    """Whether a chat template marks the assistant's text with TRL's ``{% generation %}`` tags."""
+    if isinstance(chat_template, dict):
+        chat_template = chat_template.get("default", "")
+    return bool(chat_template) and re.search(r"\{%-?\s*generation\s*-?%\}", chat_template) is not None
+
+
+def assistant_only_masks(tokenizer: Any, conversations: list[list[dict]]) -> list[tuple[list[int], list[int]]]:
+    """Token ids and assistant masks (1 = the loss counts the token) for chats whose last message
+    is the assistant's, with any chat template, including one without generation markers.
+
+    Each conversation is rendered twice with the tokenizer's own template (left as it is): the
+    prefix (the messages before the answer, with the generation prompt) and the whole
+    conversation. The prefix's tokens must be a token prefix of the whole one's (else
+    ``ValueError``: the template renders the answer's turn differently from its generation
+    prompt); the mask is 1 from there up to and including the first end-of-turn token (the
+    tokenizer's ``eos_token``, ``<|im_end|>`` in ChatML), so the model learns the answer and to
+    stop, and 0 on the prompt, the default system prompt a template adds, and what follows the
+    end-of-turn token (ChatML's newline). Raises ``ValueError`` naming the conversation when the
+    answer has no end-of-turn token.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token: the end of the assistant's turn cannot be found")
+    out = []
+    for i, msgs in enumerate(conversations):
+        if not msgs or msgs[-1]["role"] != "assistant":
+            raise ValueError(f"conversation {i}: the last message is not the assistant's")
+        prefix = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(msgs, tokenize=False)
+        p_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        if ids[:len(p_ids)] != p_ids:
+            raise ValueError(f"conversation {i}: the chat template's generation prompt is not a token prefix of the "
+                             "rendered conversation, so the answer's tokens cannot be told apart; use a template "
+                             "with {% generation %} markers")
+        try:
+            end = ids.index(eos, len(p_ids))
+        except ValueError:
+            raise ValueError(f"conversation {i}: the rendered answer has no end-of-turn token "
+                             f"({tokenizer.eos_token!r})") from None
+        out.append((ids, [0] * len(p_ids) + [1] * (end + 1 - len(p_ids)) + [0] * (len(ids) - end - 1)))
+    return out
+
+
 def pretrain_toy_model(model: Any, tokenizer: Any, records: list[dict], *, steps: int, batch_size: int,
                        lr: float, warmup: int, max_length: int, seed: int,
                        log_every: int = 50) -> list[dict]:
@@ -326,7 +371,16 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)))
-    ds = Dataset.from_list([{"messages": r["messages"]} for r in train_records])
+    if has_generation_markers(tokenizer.chat_template):
+        # TRL's own assistant masks, from the template's {% generation %} markers (the toy model's).
+        ds = Dataset.from_list([{"messages": r["messages"]} for r in train_records])
+        assistant_masks = "generation markers"
+    else:
+        # A template without markers (SmolLM2's, Qwen2.5's as shipped): TRL refuses or swaps the
+        # template; we keep the model's own and mask by rendering (assistant_only_masks).
+        ds = Dataset.from_list([{"input_ids": ids, "assistant_masks": mask} for ids, mask in
+                                assistant_only_masks(tokenizer, [r["messages"] for r in train_records])])
+        assistant_masks = "rendered prefix"
 
     lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg.get("lora_dropout", 0.0),
                       target_modules=cfg.get("target_modules", "all-linear"),
@@ -407,7 +461,7 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
             fp16=False,
             use_cpu=not use_cuda,
             gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)) and use_cuda,
-            assistant_only_loss=True,
+            assistant_only_loss=assistant_masks == "generation markers",  # else: our masks
             # Padding-free without packing: TRL cannot truncate, and need not (check_lengths above
             # stopped any record over max_length).
             max_length=None if cfg.get("padding_free") and not cfg.get("packing") else cfg.get("max_length", 1024),
@@ -438,6 +492,7 @@ def finetune_lora(base_model: str | os.PathLike, train_records: list[dict], out_
         summary = {
             "steps": trainer.state.global_step,
             "length_check": length_check,
+            "assistant_masks": assistant_masks,
             "train_loss": train_loss,
             "train_seconds": round(time.time() - t0, 2),
             "loop_seconds": round(float(result.metrics.get("train_runtime", float("nan"))), 2),  # the steps alone

@@ -3,7 +3,7 @@
 import sys
 
 from ipcond.config import ConfigError, check_input_files, resolve_preset, rule_resources, validate_config
-from ipcond.config import base_model_path, dataset_dir, sampling_config, source_file_path, training_config
+from ipcond.config import GGUF_MODEL_DIR, base_model_path, dataset_dir, local_source_path, sampling_config, source_file_path, training_config
 from ipcond.config import responses_kind as setup_responses_kind
 from ipcond.sources import source_url
 
@@ -59,8 +59,10 @@ def condition_conf(wildcards):
 
 
 def base_model_input(wildcards):
-    """The toy base model is built by the workflow; a pretrained one is read from its path."""
-    return ["results/base_model/model"] if TOY else []
+    """The toy base model is built by the workflow, a GGUF one converted by it (rule
+    convert_gguf_model); a pretrained one is read from its path."""
+    path = base_model_path(config, getattr(wildcards, "setup", None))
+    return [path] if TOY or path == GGUF_MODEL_DIR else []
 
 
 def rephrasings_input(wildcards):

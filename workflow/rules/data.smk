@@ -21,6 +21,8 @@ rule train_items:
     input:
         eval="results/{setup}/data/eval.jsonl",
         pool=train_pool_input,
+        # the length check reads the base model's tokenizer (a GGUF one is converted by the workflow)
+        base=lambda wc: base_model_input(wc) if real_data(wc) else [],
     output:
         "results/{setup}/data/train_items_seed{seed}.jsonl",
     params:

@@ -5,6 +5,9 @@
 
 
 rule fetch_source:
+    input:
+        # a local copy (datasets.<name>.files.<role>.local_path) instead of the download
+        lambda wc: local_source_path(config["datasets"][wc.dataset]["files"][wc.role]) or [],
     output:
         "resources/sources/{dataset}/{role}/{filename}",
     params:

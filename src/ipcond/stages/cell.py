@@ -184,7 +184,7 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
     is removed (``keep_partial``: left for the caller to remove once the job's other outputs are in
     place too).
     """
-    from ..generation import GenerationJournal, files_fingerprint, generate_all
+    from ..generation import GenerationJournal, files_fingerprint, generate_all, rendered_examples
 
     setup = config["setups"][sname]
     items = read_jsonl(eval_path)
@@ -204,8 +204,11 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
     journal = GenerationJournal(generation_partial_path(out_path), fingerprint)
     rows = []
     done: dict[tuple, list[str]] = {}
+    first: dict[str, list[dict]] = {}
     with journal:
         for ctx, prompts in contexts.items():
+            if items:
+                first[ctx] = pr.messages(setup, prompts[0], items[0]["instruction"])
             # Contexts with the same prompts (Baseline's train and default, None's train and none) are
             # sampled once: the same conversations under the same model give the same distribution.
             key = tuple(prompts)
@@ -220,8 +223,10 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
             rows += [{"eval_context": ctx, "sample_id": it["id"], "domain": it.get("domain"), "prompt": p,
                       "instruction": it["instruction"], "response": o} for it, p, o in zip(items, prompts, outs)]
     # Provenance first: the output's presence implies its provenance's.
+    # What the model saw: the first eval item of each context as the chat template renders it.
     write_json(out_path + ".provenance.json", provenance({"generation": sampling_config(config, sname)}, backend=backend.info(),
-                                                         resumed_batches=journal.n_reused))
+                                                         resumed_batches=journal.n_reused,
+                                                         rendered_examples=rendered_examples(backend, first)))
     write_jsonl(out_path, rows)
     if not keep_partial:
         journal.remove()

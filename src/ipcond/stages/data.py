@@ -38,30 +38,78 @@ def make_eval_set(config: dict, sname: str, out_path: str) -> None:
 def make_train_items(config: dict, sname: str, seed: int, eval_path: str, out_path: str,
                      pool_path: str | None = None) -> None:
     """The setup's training items for one seed: drawn from the toy world, or (real data) a seeded
-    sample of ``n_train`` items of the setup's training pool, none of them an eval instruction."""
+    sample of ``n_train`` items of the setup's training pool, none of them an eval instruction.
+
+    Real data: the usable pool items in one seeded order; the cells take its first ``n_train``,
+    the control cells the first ``n_train`` of those with a control answer (School of Reward
+    Hacks: Tan et al. trained on every hack, the control on the records that have a control
+    answer). The file holds that order up to where both are covered (items ``[:n_train]`` and the
+    control items among them and after). Raises ``ValueError`` naming the key to lower when the
+    pool is too small for either."""
     exclude = {r["instruction"] for r in read_jsonl(eval_path)}
     n = training_config(config, sname)["n_train"]
     if pool_path is None:
-        items = dt.train_items(sname, config["setups"][sname], n, seed, exclude)
-    else:
-        pool = read_jsonl(pool_path)
-        # An item whose prompt (or its control dataset's prompt) is an eval instruction never trains.
-        usable = [it for it in pool if it["instruction"] not in exclude
-                  and it.get("control_instruction") not in exclude]
-        left_out = {"an eval instruction": len(pool) - len(usable)}
-        usable, left_out["longer than training.max_length"] = drop_too_long(config, sname, usable)
-        for reason, k in left_out.items():
-            if k:
-                print(f"{k} pool item(s) left out: {reason}")
-        write_json(out_path + ".report.json", {"pool": len(pool), "left_out": left_out, "usable": len(usable)})
-        if n > len(usable):
-            raise ValueError(f"setup {sname}: training.n_train = {n} but its training pool ({pool_path}) has "
-                             f"{len(usable)} usable items; lower setups.{sname}.training.n_train to at most "
-                             f"{len(usable)}")
-        rng = rng_for("train", sname, seed)
-        items = [{**it, "id": i} for i, it in enumerate(rng.sample(usable, n))]
+        write_jsonl(out_path, dt.train_items(sname, config["setups"][sname], n, seed, exclude))
+        print(f"wrote {n} training items to {out_path}")
+        return
+    pool = read_jsonl(pool_path)
+    # An item whose prompt (or its control dataset's prompt) is an eval instruction never trains.
+    usable = [it for it in pool if it["instruction"] not in exclude
+              and it.get("control_instruction") not in exclude]
+    left_out = {"an eval instruction": len(pool) - len(usable)}
+    usable, left_out["longer than training.max_length"], long_controls = drop_too_long(config, sname, usable)
+    for reason, k in left_out.items():
+        if k:
+            print(f"{k} pool item(s) left out: {reason}")
+    controls = control_conditions(config, sname)
+    n_control = max((training_config(config, sname, c)["n_train"] for c in controls), default=0)
+    with_control = sum(1 for it in usable if it.get("control_response"))
+    if long_controls:
+        print(f"{long_controls} control answer(s) longer than training.max_length: the control cells leave them out")
+    write_json(out_path + ".report.json", {
+        "pool": len(pool), "left_out": left_out, "usable": len(usable), "n_train": n,
+        **({"control_cells": {"conditions": controls, "n_train": n_control, "usable_with_control_answer": with_control,
+                              "control_answer_longer_than_max_length": long_controls}} if controls else {})})
+    if n > len(usable):
+        raise ValueError(f"setup {sname}: training.n_train = {n} but its training pool ({pool_path}) has "
+                         f"{len(usable)} usable items; lower setups.{sname}.training.n_train to at most "
+                         f"{len(usable)}")
+    if n_control > with_control:
+        cname = max(controls, key=lambda c: training_config(config, sname, c)["n_train"])
+        raise ValueError(f"setup {sname}: its control cell {cname} trains on n_train = {n_control} items with a control "
+                         f"answer, but the training pool ({pool_path}) has {with_control} usable ones (of "
+                         f"{len(usable)} usable items); lower setups.{sname}.conditions.{cname}.training.n_train "
+                         f"(or setups.{sname}.training.n_train) to at most {with_control}")
+    rng = rng_for("train", sname, seed)
+    order = rng.sample(usable, len(usable))
+    end, seen = n, 0
+    for i, it in enumerate(order):  # the prefix that also holds n_control items with a control answer
+        seen += bool(it.get("control_response"))
+        if seen >= n_control:
+            end = max(n, i + 1)
+            break
+    items = [{**it, "id": i} for i, it in enumerate(order[:end])]
     write_jsonl(out_path, items)
-    print(f"wrote {len(items)} training items to {out_path}")
+    print(f"wrote {len(items)} training items to {out_path} (the cells take the first {n}"
+          + (f", the control cells the first {n_control} with a control answer)" if controls else ")"))
+
+
+def control_conditions(config: dict, sname: str) -> list[str]:
+    """The setup's conditions of the control kind (trained on the control answers)."""
+    return [c for c, cond in config["setups"][sname]["conditions"].items() if cond["kind"] == "control"]
+
+
+def cell_items(config: dict, sname: str, cname: str, items: list[dict]) -> list[dict]:
+    """The training items of one cell: the first ``n_train`` of the setup's items, for a control
+    cell the first ``n_train`` that have a control answer. Raises ``ValueError`` when too few."""
+    n = training_config(config, sname, cname)["n_train"]
+    if config["setups"][sname]["conditions"][cname]["kind"] == "control":
+        items = [it for it in items if it.get("control_response")]
+    if len(items) < n:
+        raise ValueError(f"setup {sname}, condition {cname}: n_train = {n} but the training items hold {len(items)} "
+                         "for it; re-run train_items (its file is older than the config), or lower "
+                         f"setups.{sname}.conditions.{cname}.training.n_train")
+    return items[:n]
 
 
 # Room for rephrasings, which may be longer than the fixed prompt the length check is made with.
@@ -69,9 +117,10 @@ REPHRASING_MARGIN_TOKENS = 64
 
 
 def drop_too_long(config: dict, sname: str, items: list[dict]) -> tuple[list[dict], int]:
-    """The items whose training example (and control example) fits ``training.max_length`` with the
-    setup's longest condition prompt, counted by the base model's tokenizer and chat template,
-    and how many were left out. A real dataset's long records would otherwise stop every cell's
+    """The items whose training example fits ``training.max_length`` with the setup's longest
+    condition prompt, counted by the base model's tokenizer and chat template, how many were left
+    out, and how many kept items lost a control answer that does not fit (``control_response``
+    None: the control cells leave them out). A real dataset's long records would otherwise stop every cell's
     fine-tune (``check_lengths``) on the GPU, late."""
     from ..modeling import load_tokenizer
 
@@ -89,15 +138,15 @@ def drop_too_long(config: dict, sname: str, items: list[dict]) -> tuple[list[dic
                            "local folder") from None
     count = dt.chat_token_counter(tokenizer)
     margin = REPHRASING_MARGIN_TOKENS if any(c["kind"] == "rephrased" for c in setup["conditions"].values()) else 0
-    kept = []
+    kept, long_controls = [], 0
     for it in items:
-        n = count(pr.messages(setup, longest, it["instruction"], it["response"]))
-        if it.get("control_response"):
-            n = max(n, count(pr.messages(setup, longest, it.get("control_instruction", it["instruction"]),
-                                         it["control_response"])))
-        if n + margin <= limit:
-            kept.append(it)
-    return kept, len(items) - len(kept)
+        if count(pr.messages(setup, longest, it["instruction"], it["response"])) + margin > limit:
+            continue
+        if it.get("control_response") and count(pr.messages(
+                setup, longest, it.get("control_instruction", it["instruction"]), it["control_response"])) + margin > limit:
+            it, long_controls = {**it, "control_response": None}, long_controls + 1  # the control cells leave it out
+        kept.append(it)
+    return kept, len(items) - len(kept), long_controls
 
 
 def make_rephrasings(config: dict, sname: str, cname: str, out_path: str) -> None:
@@ -132,7 +181,7 @@ def make_cell_train_data(config: dict, sname: str, cname: str, seed: int, items_
     setup = config["setups"][sname]
     cond = setup["conditions"][cname]
     # A dataset-size sweep's condition trains on a prefix of the setup's items (validated <= them).
-    items = read_jsonl(items_path)[:training_config(config, sname, cname)["n_train"]]
+    items = cell_items(config, sname, cname, read_jsonl(items_path))
     if cond["kind"] == "rephrased":
         texts = json.loads(Path(rephrasings_path).read_text())["rephrasings"]
         prompts = rp.assign_rephrasings(len(items), texts, cond.get("max_uses"), derive_seed(sname, cname, seed))

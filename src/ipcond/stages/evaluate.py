@@ -11,7 +11,8 @@ from pathlib import Path
 from .. import data as dt
 from .. import prompts as pr
 from ..gpu import job_gpu_slot
-from ..provenance import read_jsonl, write_jsonl
+from ..config import sampling_config
+from ..provenance import provenance, read_jsonl, write_json, write_jsonl
 from ..toycorpus import corpus_prompt_texts
 from .common import (check_toy_vocabulary, generation_backend, log_to, make_scorers, read_table, sampling_params,
                      score_rows, write_scorer_accounting)
@@ -73,7 +74,7 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
     """Trait expression of the untrained base model under every prompt of a setup."""
     import pandas as pd
 
-    from ..generation import generate_all
+    from ..generation import generate_all, rendered_examples
 
     setup = config["setups"][sname]
     items = read_jsonl(eval_path)
@@ -91,6 +92,11 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
         outs = generate_all(backend, convs, sampling_params(config, sname, "elicitation", label))
         rows += [{"prompt_label": label, "sample_id": it["id"], "domain": it.get("domain"), "prompt": p,
                   "instruction": it["instruction"], "response": o} for it, p, o in zip(items, prompts, outs)]
+    # What the model saw under each prompt: one example as the chat template renders it.
+    write_json(gens_path + ".provenance.json", provenance(
+        {"generation": sampling_config(config, sname)}, backend=backend.info(),
+        rendered_examples=rendered_examples(backend, {label: pr.messages(setup, ps[0], items[0]["instruction"])
+                                                      for label, ps in labelled.items() if items})))
     write_jsonl(gens_path, rows)
     scorers = make_scorers(config, setup, items)
     scored = pd.DataFrame(score_rows(setup, rows, scorers))

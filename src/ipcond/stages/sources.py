@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import prompts as pr
-from ..config import dataset_dir, real_data, responses_kind
+from ..config import dataset_dir, local_source_path, real_data, responses_kind
 from ..gpu import job_gpu_slot
 from ..provenance import provenance, read_jsonl, write_json, write_jsonl
 from .common import generation_backend, llm_client, sampling_params
@@ -19,6 +19,9 @@ def fetch_source_job(config: dict, dataset: str, role: str, out_path: str) -> No
 
     spec = config["datasets"][dataset]["files"][role]
     key = f"datasets.{dataset}.files.{role}"
+    if spec.get("local_path"):
+        copy_local_source(spec, key, out_path)
+        return
     url = source_url(spec)
     print(f"fetching {key} from {url}")
     fetch(url, out_path, spec.get("sha256"), source=key, auth_env=spec.get("auth_env"), git_blob=spec.get("git_blob"))
@@ -27,6 +30,36 @@ def fetch_source_job(config: dict, dataset: str, role: str, out_path: str) -> No
         print(f"WARNING: {key} is not pinned; this download's SHA-256 is {digest} (kept in {out_path}.sha256, "
               f"which later runs check). Pin it: set {key}.sha256: {digest} in the preset")
     print(f"{out_path}: verified")
+
+
+def copy_local_source(spec: dict, key: str, out_path: str) -> None:
+    """``datasets.<name>.files.<role>.local_path``: a local file used instead of the download (a
+    machine behind a firewall, a mirror on disk), checked against ``sha256`` where pinned, copied
+    to ``out_path`` atomically.
+    Relative paths are read from the repo root (:func:`ipcond.config.local_source_path`).
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the key."""
+    import os
+    import shutil
+
+    from ..sources import sha256_of
+
+    src = Path(local_source_path(spec))
+    if not src.is_file():
+        raise FileNotFoundError(f"{key}.local_path = {spec['local_path']!r}: no such file (read as {src.resolve()}); "
+                                f"point it at the file, or remove local_path to download {key} from its URL")
+    digest = sha256_of(src)
+    if spec.get("sha256") and digest != spec["sha256"].lower():
+        raise ValueError(f"{key}.local_path = {spec['local_path']!r} has SHA-256 {digest}, but {key}.sha256 pins "
+                         f"{spec['sha256']}: it is not the pinned file; use the right file or fix the pin")
+    print(f"fetching {key} from the local file {src} (local_path; not downloaded)")
+    part = Path(out_path).with_name(f".{Path(out_path).name}.part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, part)
+    os.replace(part, out_path)
+    if not spec.get("sha256"):
+        print(f"WARNING: {key} is not pinned; the local file's SHA-256 is {digest}. If it is the file the source's "
+              f"address serves, pin it: set {key}.sha256: {digest}")
+    print(f"{out_path}: copied from {src}" + (" and verified" if spec.get("sha256") else ""))
 
 
 def convert_dataset_job(config: dict, dataset: str, paths: dict[str, str], out_dir: str) -> None:
@@ -59,6 +92,10 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
     base model answers with ``instruction`` in front, e.g. asked for both traits)."""
     data = real_data(config, sname)
     train = read_jsonl(Path(dataset_dir(data["train"])) / "train.jsonl")
+    beyond_pool = 0
+    if data.get("pool_size") and len(train) > data["pool_size"]:
+        # Only the first pool_size records get answers (a CPU run generating its own answers).
+        beyond_pool, train = len(train) - data["pool_size"], train[:data["pool_size"]]
     control = None
     if data.get("control"):
         # The control split of the training dataset (same prompts, good answers), or the training
@@ -91,8 +128,14 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
         controls = originals
     else:
         responses = generate_answers(config, sname, spec, instructions, threads)
+    if spec.get("transform"):
+        # A deterministic rewrite after the answers are made (uppercase: the generated Spanish
+        # answers in capitals, the post's Spanish + All-Caps data without an LLM rewriter).
+        responses = [TRANSFORMS[spec["transform"]](r) if r else r for r in responses]
+        extra["transform"] = spec["transform"]
     needs_control = any(c["kind"] == "control" for c in config["setups"][sname]["conditions"].values())
-    left_out = {"empty answer": 0, "empty control answer": 0}
+    left_out = {"empty answer": 0, "training records beyond data.pool_size (unused)": beyond_pool}
+    without_control = 0
     pool = []
     for i, (ins, resp, ctl, cins) in enumerate(zip(instructions, responses, controls, control_prompts)):
         # An empty answer (a generation that stopped at once, an empty rewrite or source field) is
@@ -100,9 +143,12 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
         if not (resp or "").strip():
             left_out["empty answer"] += 1
             continue
-        if needs_control and not (ctl or "").strip():
-            left_out["empty control answer"] += 1
-            continue
+        # An item without a control answer stays (the other cells train on it, as Tan et al.
+        # trained on every School of Reward Hacks hack); the control cells draw only from items
+        # that have one (make_train_items), so its control_response is None.
+        if not (ctl or "").strip():
+            ctl = None
+            without_control += needs_control
         pool.append({"id": len(pool), "instruction": ins, "response": resp, "control_response": ctl,
                      "domain": config["setups"][sname]["domain"], "source": train[i].get("meta", {}),
                      **({"control_instruction": cins} if cins != ins else {})})
@@ -111,10 +157,14 @@ def make_train_pool(config: dict, sname: str, out_path: str, threads: int = 1) -
     for reason, k in left_out.items():
         if k:
             print(f"{k} record(s) left out: {reason}")
+    if without_control:
+        print(f"{without_control} item(s) without a control answer: the control cells leave them out, the others "
+              "train on them")
     if not pool:
         raise ValueError(f"setup {sname}: no training record has an answer ({left_out}); check {data['train']} and "
                          "the responses step")
-    write_json(out_path + ".provenance.json", provenance({"data": data}, left_out=left_out, **extra))
+    write_json(out_path + ".provenance.json", provenance({"data": data}, left_out=left_out, items=len(pool),
+                                                         without_control_answer=without_control, **extra))
     write_jsonl(out_path, pool)
     print(f"wrote {len(pool)} training items ({spec['kind']} answers) to {out_path}")
 
@@ -126,6 +176,9 @@ def train_pool_job(config: dict, sname: str, out_path: str, threads: int) -> Non
             make_train_pool(config, sname, out_path, threads)
     else:
         make_train_pool(config, sname, out_path, threads)
+
+
+TRANSFORMS = {"uppercase": str.upper}  # setups.<name>.data.responses.transform
 
 
 REWRITE_TEMPLATE = ("{instruction}\nRewrite the answer below accordingly. Keep its content, numbers and "
