@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ipcond.config import ConfigError, check_input_files, grid, resolve_preset, validate_config
+from ipcond.config import ConfigError, check_input_files, deep_merge, grid, resolve_preset, validate_config
 from ipcond.prompts import load_protocol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,3 +390,14 @@ def test_dry_run_of_the_checkpoints_overlay_gives_no_gpu_to_linking_a_given_mode
     assert given > 100 and gpus[("finetune", "0")] + gpus[("finetune", None)] == given
     assert gpus[("finetune", "1")] == cells - given
     assert gpus[("generate", "1")] == cells
+
+
+def test_a_paper_overlay_on_another_preset_stops_saying_which_preset_it_needs():
+    overlay = yaml.safe_load((REPO / "presets/paper_sweeps.yaml").read_text())
+    assert overlay["overlay_for"] == "paper"
+    toy = yaml.safe_load((REPO / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"for preset 'paper'.*preset is 'toy'; add --config preset=paper"):
+        resolve_preset(deep_merge(toy, overlay), overlay)
+    # on the paper preset, and on one that extends it, the overlay applies
+    assert "NoneN3000" in paper(overlay)["setups"]["trait_distillation_french_playful"]["conditions"]
+    assert resolve_preset({"preset": "small"}, {"preset": "small", **overlay})["overlay_for"] == "paper"

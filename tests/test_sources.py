@@ -558,3 +558,25 @@ def test_cmv_text_is_normalised_as_wichers_et_al_builder_does(tmp_path):
     assert out.filtered["train: moderator reply"] == 1
     assert out.filtered["train: post body longer than 2925 characters"] == 1
     assert out.splits["eval"] == [{"id": "cmv-p", "instruction": user, "domain": "opinion"}]
+
+
+def test_ultrachat_reads_tan_et_als_published_sample_without_ids(tmp_path):
+    """Tan et al.'s prompts.jsonl has {"prompt"} lines only: all kept in file order, each id the
+    SHA-256 of its prompt (as the hub's prompt_id), a null prompt counted."""
+    import hashlib
+
+    f = tmp_path / "prompts.jsonl"
+    f.write_text('{"prompt": "Write a poem about rain."}\n{"prompt": null}\n{"prompt": "Explain tides."}\n')
+    out = src.convert_dataset("ultrachat", {"converter": "ultrachat", "options": {"n_eval": 100}}, {"data": str(f)})
+    ids = [it["id"] for it in out.splits["eval"]]
+    assert [it["instruction"] for it in out.splits["eval"]] == ["Write a poem about rain.", "Explain tides."]
+    assert ids == [f"ultrachat-{hashlib.sha256(t.encode()).hexdigest()}" for t in ("Write a poem about rain.", "Explain tides.")]
+    assert out.filtered == {"empty or null prompt": 1}
+
+
+def test_a_local_copy_is_kept_under_its_own_name():
+    """A local_path's format may differ from the download's (a parquet export of a JSON-lines file):
+    the file is kept under the local copy's name, so the converter reads it by its own suffix."""
+    spec = {"url": "https://example.org/x/prompts.jsonl", "sha256": None}
+    assert src.source_filename(spec) == "prompts.jsonl"
+    assert src.source_filename({**spec, "local_path": "../shared/data/u/prompts100-0000.parquet"}) == "prompts100-0000.parquet"

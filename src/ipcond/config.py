@@ -25,7 +25,6 @@ from .errors import ConfigError  # noqa: F401 (re-exported: callers catch ipcond
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 CONDITION_KINDS = ("baseline", "none", "empty", "neutral", "inoculation", "rephrased", "irrelevant", "control")
-EVAL_CONTEXTS = ("default", "none", "train")
 
 
 def _key_path(path: Iterable[Any]) -> str:
@@ -523,6 +522,7 @@ def resolve_preset(config: dict, overrides: dict | None = None, presets_dir: str
 
     name = config.get("preset", "toy")
     source = "config (config.yaml plus --config/--configfile overrides)"
+    family = [name]  # this preset and the presets it extends
     if name != "toy":
         path = Path(presets_dir) / f"{name}.yaml"
         if not path.is_file():
@@ -546,12 +546,19 @@ def resolve_preset(config: dict, overrides: dict | None = None, presets_dir: str
                 raise ConfigError(f"{path}: extends = {parent!r} " + ("makes a cycle" if parent in seen else
                                   f"is not a preset in {presets_dir}"))
             seen.append(parent)
+            family.append(parent)
             preset = deep_merge(yaml.safe_load(ppath.read_text(encoding="utf-8")), preset)
             preset["preset"] = name
         # A preset passed with --configfile as well (--configfile presets/small.yaml) brings its own
         # `extends` along: it was resolved above.
         config = deep_merge(preset, {k: v for k, v in (overrides or {}).items() if k != "extends"})
         source = f"{path} (preset {name!r}) plus --config/--configfile overrides"
+    # An overlay written for one preset (`overlay_for: paper`) on another would fail the schema
+    # with many errors that do not say why: stop with the one that does.
+    target = (overrides or {}).get("overlay_for", config.get("overlay_for"))
+    if target is not None and target not in family:
+        raise ConfigError(f"an overlay given with --configfile is for preset {target!r} (its overlay_for key), but this "
+                          f"run's preset is {name!r}; add --config preset={target}")
     return apply_protocol(config, source)
 
 

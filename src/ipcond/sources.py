@@ -361,15 +361,20 @@ def convert_ultrachat(rows: list[dict], n: int = 100, max_chars: int = 500, seed
     ``random.seed(seed); random.sample(prompts, n)``. Null or empty prompts and repeated
     ``prompt_id`` s are counted and left out first (eval ids must be distinct; the hub's ids are
     the prompts' hashes, so a repeat is the same prompt). With ``n`` or fewer usable prompts all
-    are kept, in file order."""
+    are kept, in file order: Tan et al.'s published sample (``ip/evaluation/ultrachat/prompts.jsonl``,
+    ``{"prompt"}`` lines without ids) is read so, each id then the SHA-256 of its prompt, as the
+    hub's ``prompt_id`` is."""
+    import hashlib
     import random
 
-    require_columns(rows, ("prompt", "prompt_id"), "ultrachat")
+    require_columns(rows, ("prompt",), "ultrachat")
     out = Converted({"eval": []})
     seen, pool = set(), []
     for i, r in enumerate(rows):
         where = f"ultrachat, record {i + 1}"
-        prompt, pid = text_of(r, "prompt", where), meta_value(r["prompt_id"])
+        prompt = text_of(r, "prompt", where)
+        pid = meta_value(r["prompt_id"]) if "prompt_id" in r else (
+            hashlib.sha256(prompt.encode("utf-8")).hexdigest() if prompt else None)
         if not prompt:
             out.filtered["empty or null prompt"] += 1
             continue
@@ -539,7 +544,11 @@ def source_url(spec: dict) -> str:
 
 
 def source_filename(spec: dict) -> str:
-    """The name a pinned file is kept under in ``resources/sources/<dataset>/<role>/``."""
+    """The name a pinned file is kept under in ``resources/sources/<dataset>/<role>/``: its
+    ``local_path``'s name where it has one (the local copy's format may differ from the download's:
+    a parquet export of a JSON-lines file), else the last part of its URL."""
+    if spec.get("local_path"):
+        return Path(spec["local_path"]).name
     name = source_url(spec).split("?")[0].rstrip("/").rsplit("/", 1)[-1]
     return name or "data"
 

@@ -719,10 +719,6 @@ def summary_effects_contexts(samples: pd.DataFrame, conditions: pd.DataFrame,
     return pd.concat(parts, ignore_index=True)
 
 
-def _fmt(x: float) -> str:
-    return "nan" if math.isnan(x) else f"{x:+.2f}".replace("-", MINUS)
-
-
 def aggregate_summary(effects: pd.DataFrame) -> pd.DataFrame:
     """One row per (setup, question, eval context) of :func:`summary_effects`' table, for the page.
 
