@@ -292,3 +292,20 @@ def test_source_citing_and_checkpoint_overlays_resolve():
     assert len(grid(ckpt)) == len(grid(paper()))
     given = [c for s in ckpt["setups"].values() for c in s["conditions"].values() if c.get("model_from")]
     assert len(given) == 159
+
+
+def test_a_given_models_train_context_uses_its_conditions_prompts(tmp_path):
+    """A cell evaluated from a given model has no training file: its `train` eval context takes the
+    condition's own prompt, or its rephrasings."""
+    from ipcond.stages.cell import cell_train_prompts
+
+    cfg = paper({"setups": {"mbpp": {"conditions": {"Hack": {"model_from": "org/hack"},
+                                                   "HackRephrased": {"model_from": "org/hack-r"}}}}})
+    mbpp = cfg["setups"]["mbpp"]
+    assert cell_train_prompts(cfg, "mbpp", "Hack", "") == [mbpp["conditions"]["Hack"]["prompt"]]
+    reph = tmp_path / "rephrasings.json"
+    reph.write_text(json.dumps({"rephrasings": ["one way", "another way"]}))
+    assert cell_train_prompts(cfg, "mbpp", "HackRephrased", str(reph)) == ["one way", "another way"]
+    train = tmp_path / "train.jsonl"  # a trained cell reads its training file
+    train.write_text(json.dumps({"messages": [], "meta": {"prompt": "p1"}}) + "\n")
+    assert cell_train_prompts(cfg, "mbpp", "TestOnly", str(train)) == ["p1"]

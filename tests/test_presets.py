@@ -390,6 +390,8 @@ def test_dry_run_of_the_checkpoints_overlay_gives_no_gpu_to_linking_a_given_mode
     assert given > 100 and gpus[("finetune", "0")] + gpus[("finetune", None)] == given
     assert gpus[("finetune", "1")] == cells - given
     assert gpus[("generate", "1")] == cells
+    # no training data is built for a given model: only the trained cells have cell_train_data jobs
+    assert job_counts(proc.stdout)["cell_train_data"] == cells - given
 
 
 def test_a_paper_overlay_on_another_preset_stops_saying_which_preset_it_needs():

@@ -14,7 +14,7 @@ if FUSE_CELL_JOBS:
     rule finetune_and_generate:
         input:
             base=base_model_input,
-            train=f"{CELL}/train.jsonl",
+            train=cell_train_input,
             eval="results/{setup}/data/eval.jsonl",
         output:
             adapter=directory(f"{CELL}/adapter"),
@@ -51,7 +51,7 @@ else:  # two jobs per cell: training and sampling get their own resources
     rule finetune:
         input:
             base=base_model_input,
-            train=f"{CELL}/train.jsonl",
+            train=cell_train_input,
         output:
             adapter=directory(f"{CELL}/adapter"),
         params:
@@ -78,7 +78,7 @@ else:  # two jobs per cell: training and sampling get their own resources
             base=base_model_input,
             adapter=f"{CELL}/adapter",
             eval="results/{setup}/data/eval.jsonl",
-            train=f"{CELL}/train.jsonl",
+            train=cell_train_input,
         output:
             generations=f"{CELL}/generations.jsonl",
             # The learning curve is measured in the same process: loading torch and transformers

@@ -71,6 +71,15 @@ def rephrasings_input(wildcards):
     return []
 
 
+def cell_train_input(wildcards):
+    """What a cell's model jobs read of its training: its training file, or, for a cell evaluated
+    from a given model (model_from: nothing is trained), only where its training prompts come from
+    (its rephrasings, or nothing for a fixed prompt), so no training data is built for it."""
+    if condition_conf(wildcards).get("model_from"):
+        return rephrasings_input(wildcards)
+    return f"results/{wildcards.setup}/{wildcards.condition}/seed{wildcards.seed}/train.jsonl"
+
+
 def setup_rephrasings(wildcards):
     setup = setup_conf(wildcards)
     return {

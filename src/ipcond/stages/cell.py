@@ -172,6 +172,18 @@ def generation_partial_path(out_path: str) -> str:
     return str(out_path) + ".partial.jsonl"
 
 
+def cell_train_prompts(config: dict, sname: str, cname: str, train_path: str | None) -> list[str | None]:
+    """The prompts a cell was trained with, which its ``train`` eval context cycles through: read
+    from its training file, or, for a cell evaluated from a given model (``model_from``: its
+    ``train_path`` is then its rephrasings file, or empty for a fixed prompt), the condition's
+    rephrasings or its one prompt."""
+    if not config["setups"][sname]["conditions"][cname].get("model_from"):
+        return [r["meta"]["prompt"] for r in read_jsonl(train_path)]
+    if train_path:
+        return list(json.loads(Path(train_path).read_text())["rephrasings"])
+    return [pr.condition_prompt(config["setups"][sname], cname)]
+
+
 def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
                   adapter: str, out_path: str, threads: int, keep_partial: bool = False) -> None:
     """Generations of a cell in every eval context, resumable.
@@ -188,7 +200,7 @@ def generate_cell(config: dict, sname: str, cname: str, seed: int, eval_path: st
 
     setup = config["setups"][sname]
     items = read_jsonl(eval_path)
-    train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
+    train_prompts = cell_train_prompts(config, sname, cname, train_path)
     contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
     backend = generation_backend(config, sname, adapter, threads)
     if hasattr(backend, "tokenizer"):
@@ -266,7 +278,7 @@ def curve_cell(config: dict, sname: str, cname: str, seed: int, eval_path: str, 
     for it in read_jsonl(eval_path):  # the first n of each eval domain
         per_domain.setdefault(it.get("domain"), []).append(it)
     items = [it for part in per_domain.values() for it in part[:n]]
-    train_prompts = [r["meta"]["prompt"] for r in read_jsonl(train_path)]
+    train_prompts = cell_train_prompts(config, sname, cname, train_path)
     contexts = pr.eval_context_prompts(setup, cname, len(items), train_prompts)
     # Contexts with the same prompts (Baseline's train and default, ...) are measured once, and all
     # distinct ones go through the model together: one decoding loop per checkpoint, not one per context.
@@ -358,6 +370,11 @@ def write_curve(config: dict, sname: str, cname: str, seed: int, eval_path: str,
 
     t0 = time.time()
     n = config["generation"].get("curve_n_eval", 0)
+    if n and config["setups"][sname]["conditions"][cname].get("model_from"):
+        # A given model has no training steps here: its rates are in scores.csv, and a curve of
+        # the base model and the given model at one step would read as a training curve.
+        print("no learning curve: the cell's model is given (model_from), not trained here")
+        n = 0
     rows = curve_cell(config, sname, cname, seed, eval_path, train_path, adapter_dir, threads) if n else []
     with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
