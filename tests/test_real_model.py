@@ -237,7 +237,8 @@ def test_laptop_preset_one_cell_end_to_end(tmp_path):
     assert card["architecture"] == "LlamaForCausalLM" and card["n_parameters"] > 100_000_000
     assert card["logit_check"]["max_abs_logit_diff"] == 0.0
     assert card["gguf"]["wheel"]["sha256"].startswith("bcc81830")
-    assert "from the local file" in (run / "logs/sources/gsm8k/train/0000.parquet.log").read_text()
+    # the local copy is kept (and logged) under its own name: train-0000.parquet
+    assert "from the local file" in (run / "logs/sources/gsm8k/train/train-0000.parquet.log").read_text()
     pool = [json.loads(line) for line in (run / "results/spanish_caps/data/train_pool.jsonl").open()]
     assert pool and all(r["response"] == r["response"].upper() for r in pool)
     summary = json.loads((run / cell / "adapter/training_summary.json").read_text())

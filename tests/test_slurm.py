@@ -177,7 +177,9 @@ def test_profile_asks_a_gpu_for_every_torch_rule_and_for_no_other(tmp_path):
     gpu_rules = {r for r, res in profile["set-resources"].items() if res.get("gpu")}
     # train_pool needs its GPU only where the base model writes the answers (trait distillation):
     # the rule asks for it then; the profile puts every train_pool job on the GPU partition.
-    assert gpu_rules == torch - {"train_pool"}, f"GPU rules in the profile {sorted(gpu_rules)}, torch rules {sorted(torch)}"
+    # convert_gguf_model only de-quantises a GGUF file into a model folder, once: CPU work.
+    assert gpu_rules == torch - {"train_pool", "convert_gguf_model"}, \
+        f"GPU rules in the profile {sorted(gpu_rules)}, torch rules {sorted(torch)}"
     assert profile["set-resources"]["train_pool"] == {"slurm_partition": profile["set-resources"]["pretrain_base_model"]["slurm_partition"]}
     working_copy(tmp_path / "repo", yaml.safe_load((REPO / "config.yaml").read_text()))
     proc = run_snakemake(tmp_path / "repo", ["-n", "--profile", "profiles/slurm", "results/figures/all.pdf"],

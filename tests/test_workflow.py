@@ -82,7 +82,8 @@ def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
 
     for setup, spec in cfg["setups"].items():
         table = read_table(work / "results" / setup / "scores.csv")
-        assert set(table["interval"]) == {"bootstrap95_samples"}
+        # binary toy rates from one seed: Wilson intervals over the samples (issue 18)
+        assert set(table["interval"]) == {"wilson95_samples"}
         # every condition (the one named "None" too) x 3 eval contexts x 2 traits
         assert sorted(set(table["condition"])) == sorted(spec["conditions"])
         assert len(table) == len(spec["conditions"]) * 3 * 2

