@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and input functions shared by all rules.
 
+import os
 import sys
 
 from ipcond.config import ConfigError, check_input_files, resolve_preset, rule_resources, validate_config
