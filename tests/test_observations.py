@@ -100,6 +100,13 @@ def test_comparison_uses_the_context_the_post_names_and_prints_a_line():
     assert t.loc["removing_neutral_suppresses", "eval_context"] == "none"
     assert t.loc["removing_neutral_suppresses", "agreement"] == "agrees"
     assert t.loc["rephrasing_weakens", "toy_level"] == "not measured"
+    # Q2 as the post's column reads it: the positive trait's recovery counts too
+    q2 = compare_with_post(pd.DataFrame([
+        _row("rephrasing_weakens", "R − I", "playful", 0.0, -0.05, 0.05, "no clear effect",
+             setup="trait_distillation_french_playful"),
+        _row("rephrasing_weakens", "R − I", "french", 0.3, 0.2, 0.4, "raises", focus=False,
+             setup="trait_distillation_french_playful")]), obs).set_index("question")
+    assert q2.loc["rephrasing_weakens", "toy_level"] == "strong"
     lines = comparison_lines(table)
     assert lines[0].startswith("trait_distillation_french_playful Q1 (irrelevant_suppresses, default eval context): "
                                "toy strong (1 of 1 comparisons; strongest Irr − Baseline on french: -0.40")

@@ -27,6 +27,10 @@ YES_LEVELS = ("strong", "moderate", "weak", "observed")
 STRONG_EFFECT = 0.2
 STRONG_SHARE = 0.5
 NOT_MEASURED = "not measured"
+# The post's table column for Q2 reads "Rephrased inoculation prompts recover at least some of
+# the positive trait and optionally part of the negative trait": a rise of either trait under
+# rephrasing counts, not only of the inoculated one (the summary's Q2 focus).
+ALL_TRAIT_QUESTIONS = ("rephrasing_weakens",)
 COMPARISON_COLUMNS = ("setup", "question", "eval_context", "post_row", "post_level", "post_quote",
                       "toy_level", "n_yes", "n_comparisons", "strongest", "effect", "ci_low",
                       "ci_high", "agreement")
@@ -123,7 +127,9 @@ def compare_with_post(effects: pd.DataFrame, observations: dict[str, dict]) -> p
     and quote next to ours (in the eval context the post names, default otherwise).
 
     ``effects``: ``summary_effects_contexts``' table, restricted to the cells the verdict is about
-    (the main grid: sweep cells answer the dose-response, not the table). Columns:
+    (the main grid: sweep cells answer the dose-response, not the table). For Q2 every trait's
+    comparison counts (:data:`ALL_TRAIT_QUESTIONS`: the post's column is about recovering the
+    positive trait, optionally the negative one). Columns:
     :data:`COMPARISON_COLUMNS`.
     """
     rows = []
@@ -134,6 +140,8 @@ def compare_with_post(effects: pd.DataFrame, observations: dict[str, dict]) -> p
         for q, p in post.items():
             g = effects[(effects["setup"].astype(str) == setup) & (effects["question"] == q)
                         & (effects["eval_context"].astype(str) == p["eval_context"])]
+            if q in ALL_TRAIT_QUESTIONS:
+                g = g[g["trait"].astype(str) != ""].assign(focus=True)
             level, d = toy_level(g, q)
             rows.append({"setup": setup, "question": q, "eval_context": p["eval_context"],
                          "post_row": p["post_row"], "post_level": p["level"], "post_quote": p["quote"],

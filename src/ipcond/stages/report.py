@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import data as dt
 from .. import toyworld as tw
-from ..config import training_config
+from ..config import main_grid_conditions, setup_seeds, training_config
 from ..provenance import provenance, write_json, write_text
 from .common import read_table
 
@@ -215,15 +215,6 @@ def em_rules(config: dict, sname: str) -> dict[str, str]:
     return out
 
 
-def main_grid_conditions(config: dict, sname: str) -> set[str]:
-    """The setup's conditions trained at its own settings (``n_train`` and learning rate): the
-    grid whose answers go on the summary page and into the comparison with the post; the others
-    are dataset-size or learning-rate sweep cells (the dose-response)."""
-    main = training_config(config, sname)
-    return {c for c in config["setups"][sname]["conditions"]
-            if all(training_config(config, sname, c)[k] == main[k] for k in ("n_train", "learning_rate"))}
-
-
 def condition_families(config: dict, sname: str) -> dict[str, str]:
     """Condition -> its family: the conditions with the same kind, prompt, inoculated trait and
     rephrasing count (a rephrased one: of the same family of inoculation) are one family, named
@@ -306,7 +297,8 @@ def summary_report(config: dict, score_paths: list[str], out_csv: str, pdf_path:
             dose.to_csv(tmp, index=False)
     prov = provenance()
     meta = {"title": "Conditionalization confounds inoculation prompting results: reproduction",
-            "preset": config["preset"], "seeds": config["seeds"], "setups": list(config["setups"]),
+            "preset": config["preset"],
+            "seeds": "; ".join(f"{s}: {list(setup_seeds(config, s))}" for s in config["setups"]), "setups": list(config["setups"]),
             "base_model": (f"toy ({config['base_model']['toy']['num_layers']} layers, hidden "
                            f"{config['base_model']['toy']['hidden_size']})" if config["base_model"]["kind"] == "toy"
                            else config["base_model"]["path"]),
