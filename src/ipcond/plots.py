@@ -1287,11 +1287,21 @@ def with_measures(plot: ggplot, measures: dict[str, str] | None, width: float = 
 def setup_figures(agg: pd.DataFrame, elicitation: pd.DataFrame, conditions: pd.DataFrame,
                   setup_name: str, positive_trait: str, negative_trait: str,
                   title: str | None = None, measures: dict[str, str] | None = None,
-                  em_rules: dict[str, str] | None = None) -> list[ggplot]:
+                  em_rules: dict[str, str] | None = None,
+                  grid_conditions: set[str] | None = None) -> list[ggplot]:
     """A setup's pages, in order: trait scatter, conditionalization gap, elicitation against
     suppression, then the rephrasing, dataset-size and learning-rate sweeps its grid has.
-    ``measures`` and ``em_rules``: see :func:`trait_scatter`."""
+    ``measures`` and ``em_rules``: see :func:`trait_scatter`. ``grid_conditions``: the conditions
+    of the main grid (at the setup's own n_train and learning rate); when given, the pages before
+    the dataset-size and learning-rate sweeps show only them (the sweeps show every cell)."""
     head = title if title is not None else setup_name
+    full = agg
+    if grid_conditions is not None:
+        agg = agg[~((agg["setup"].astype(str) == setup_name) & ~agg["condition"].isin(grid_conditions))]
+        conditions_grid = conditions[~((conditions["setup"].astype(str) == setup_name)
+                                       & ~conditions["condition"].isin(grid_conditions))]
+    else:
+        conditions_grid = conditions
     plots = [trait_scatter(agg, setup_name, positive_trait, negative_trait, title=title,
                            measures=measures, em_rules=em_rules),
              conditionalization_gap_plot(agg, setup_name,
@@ -1300,12 +1310,12 @@ def setup_figures(agg: pd.DataFrame, elicitation: pd.DataFrame, conditions: pd.D
              elicitation_suppression_plot(elicitation, agg, setup_name,
                                           title=f"{head}\nelicitation before training vs "
                                                 "suppression after")]
-    optional = [rephrasing_sweep_plot(agg, conditions, setup_name,
+    optional = [rephrasing_sweep_plot(agg, conditions_grid, setup_name,
                                       title=f"{head}\ntrait rates against the number of "
                                             "rephrasings"),
-                sweep_plot(agg, conditions, setup_name, "n_train",
+                sweep_plot(full, conditions, setup_name, "n_train",
                            title=f"{head}\ntrait rates against dataset size"),
-                sweep_plot(agg, conditions, setup_name, "learning_rate",
+                sweep_plot(full, conditions, setup_name, "learning_rate",
                            title=f"{head}\ntrait rates against learning rate")]
     # Every page after the scatter (which labels its axes itself) says how each number is computed.
     return plots[:1] + [with_measures(p, measures) for p in plots[1:] + [p for p in optional if p is not None]]

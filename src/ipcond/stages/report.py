@@ -192,7 +192,7 @@ def figure_setup(config: dict, sname: str, agg_csv: str, elicitation_csv: str, c
     pos, neg = setup["traits"]["positive"]["name"], setup["traits"]["negative"]["name"]
     plots = setup_figures(read_table(agg_csv), read_table(elicitation_csv), conditions_table(config, sname), sname,
                           pos, neg, title=setup.get("title"), measures=trait_measures(config, sname),
-                          em_rules=em_rules(config, sname))
+                          em_rules=em_rules(config, sname), grid_conditions=main_grid_conditions(config, sname))
     if curves_csv:
         curves = read_table(curves_csv)
         plots += [learning_curve_plot(curves, sname, trait, role) for trait, role in ((pos, "positive"), (neg, "negative"))]
