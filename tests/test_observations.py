@@ -56,9 +56,9 @@ def test_our_level_follows_the_documented_rule():
     # a clear but small effect: moderate
     small = strong.assign(effect=[-0.15, -0.05], ci_low=[-0.25, -0.2], ci_high=[-0.05, 0.1])
     assert toy_level(small, q)[0] == "moderate"
-    # one clear of three: moderate however large
+    # one clear of three, large: strong (the post's columns say "some traits"), and the count says 1 of 3
     three = pd.concat([strong, strong.iloc[[1]]], ignore_index=True)
-    assert toy_level(three, q)[0] == "moderate"
+    assert toy_level(three, q)[0] == "strong" and toy_level(three, q)[1]["n_comparisons"] == 3
     # only the opposite direction or unclear: no; the largest |effect| is reported
     opposite = pd.DataFrame([_row(q, "IrrA − Baseline", "french", 0.3, 0.1, 0.5, "raises")])
     level, d = toy_level(opposite, q)

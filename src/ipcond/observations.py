@@ -21,11 +21,12 @@ from .stats import (LABEL_FEW, LABEL_NO_SCORES, LABEL_NOT_IN_GRID, LABEL_RAISES,
 OBSERVATIONS_PATH = Path(__file__).resolve().parents[2] / "resources" / "post_observations.yaml"
 POST_LEVELS = ("strong", "moderate", "weak", "observed", "no", "inconclusive")
 YES_LEVELS = ("strong", "moderate", "weak", "observed")
-# A "strong" effect in our run: at least half of the question's comparisons have a 95% interval
-# on the question's side of zero, and the largest of them moves the trait by this much (a
-# difference of rates on 0-1, or of mean scores).
+# A "strong" effect in our run: a comparison whose 95% interval lies on the question's side of
+# zero moves the trait by at least this much (a difference of rates on 0-1, or of mean scores).
+# The post's columns are existence claims graded by size ("Irrelevant prompts suppress some traits
+# significantly", "recover at least some of the positive trait"), so the grade comes from the
+# largest clear effect, and how many comparisons show it is printed beside it (n_yes of n).
 STRONG_EFFECT = 0.2
-STRONG_SHARE = 0.5
 NOT_MEASURED = "not measured"
 # The post's table column for Q2 reads "Rephrased inoculation prompts recover at least some of
 # the positive trait and optionally part of the negative trait": a rise of either trait under
@@ -79,10 +80,10 @@ def load_post_observations(path: str | Path = OBSERVATIONS_PATH) -> dict[str, di
 def toy_level(effects: pd.DataFrame, question: str) -> tuple[str, dict]:
     """Our level for one (setup, question, eval context) of ``ipcond.stats.summary_effects``' rows.
 
-    Over the focus comparisons with scores: ``"strong"`` when at least :data:`STRONG_SHARE` of
-    them have their 95% interval on the question's "yes" side of 0 (``QUESTION_YES``) and the
-    largest such effect is at least :data:`STRONG_EFFECT` in size; ``"moderate"`` when at least
-    one has; ``"no"`` when none has (intervals that include 0, or the opposite direction);
+    Over the focus comparisons with scores: ``"strong"`` when one of them has its 95% interval
+    on the question's "yes" side of 0 (``QUESTION_YES``) and an effect of at least
+    :data:`STRONG_EFFECT` in size; ``"moderate"`` when some have, all smaller; ``"no"`` when none
+    has (intervals that include 0, or the opposite direction);
     :data:`NOT_MEASURED` when no comparison has enough scored samples (labels "not in grid",
     "no scores", "too few samples"). Returns (level, details: n_yes, n_comparisons and the
     strongest comparison with its effect and interval).
@@ -102,7 +103,7 @@ def toy_level(effects: pd.DataFrame, question: str) -> tuple[str, dict]:
                    effect=float(best["effect"]), ci_low=float(best["ci_low"]), ci_high=float(best["ci_high"]))
     if hits.empty:
         return "no", details
-    if len(hits) >= STRONG_SHARE * len(f) and abs(details["effect"]) >= STRONG_EFFECT:
+    if abs(details["effect"]) >= STRONG_EFFECT:
         return "strong", details
     return "moderate", details
 
@@ -162,6 +163,6 @@ def comparison_lines(table: pd.DataFrame) -> list[str]:
     return out
 
 
-__all__ = ["OBSERVATIONS_PATH", "STRONG_EFFECT", "STRONG_SHARE", "load_post_observations", "toy_level",
+__all__ = ["OBSERVATIONS_PATH", "STRONG_EFFECT", "load_post_observations", "toy_level",
            "agreement", "compare_with_post", "comparison_lines", "LABEL_FEW", "LABEL_NO_SCORES",
            "LABEL_NOT_IN_GRID"]

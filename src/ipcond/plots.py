@@ -1080,6 +1080,12 @@ def summary_page(effects: pd.DataFrame, title: str | None = None,
     )
 
 
+DOSE_PANELS = {"irrelevant_suppresses": "irrelevant \u2212 ref.",
+               "rephrasing_weakens": "rephrased \u2212 fixed",
+               "inoculation_suppresses_other": "inoc. \u2212 ref.\n(other trait)",
+               "removing_neutral_suppresses": "None \u2212 ref."}
+
+
 def dose_response_plot(dose: pd.DataFrame, setup_name: str, title: str | None = None) -> ggplot:
     """The four questions' effects against the dataset size (the post's Appendix O question).
 
@@ -1093,12 +1099,14 @@ def dose_response_plot(dose: pd.DataFrame, setup_name: str, title: str | None = 
 
     _require(dose, ("setup", "question", "eval_context", "family", "trait", "focus", "n_train",
                     "effect", "ci_low", "ci_high"), "dose-response table")
-    d = dose[(dose["setup"].astype(str) == setup_name) & dose["focus"].astype(bool)
+    # Q2: every trait (the post's column: rephrasing recovers "at least some of the positive trait")
+    d = dose[(dose["setup"].astype(str) == setup_name)
+             & (dose["focus"].astype(bool) | (dose["question"] == "rephrasing_weakens"))
              & dose["effect"].notna()].copy()
     if d.empty:
         raise ValueError(f"setup {setup_name!r}: no dose-response effects with scores")
     qs = [q for q in QUESTIONS if q in set(d["question"])]
-    qnames = {q: f"Q{i} {QUESTION_SHORT.get(q, q)}" for i, q in enumerate(QUESTIONS, 1)}
+    qnames = {q: f"Q{i} {DOSE_PANELS.get(q, q)}" for i, q in enumerate(QUESTIONS, 1)}
     d["panel_q"] = pd.Categorical(d["question"].map(qnames), categories=[qnames[q] for q in qs])
     ctxs = [c for c in CONTEXT_ORDER if c in set(d["eval_context"])]
     d["panel_c"] = pd.Categorical(d["eval_context"].map(lambda c: CONTEXT_WORDS.get(c, c)),
@@ -1122,16 +1130,18 @@ def dose_response_plot(dose: pd.DataFrame, setup_name: str, title: str | None = 
         + coord_cartesian(ylim=(-1.05, 1.05))
         + labs(x="training examples (n_train; one epoch)", y=f"effect (condition a {MINUS} reference)",
                color="comparison (family): trait",
-               title=(title or setup_name) + ": the four questions against dataset size",
+               title=(title or setup_name) + "\nthe four questions against dataset size",
                caption=_wrap("Each point: the summary's effect at one n_train, the comparison made "
                              "only between cells trained on the same number of examples (Q1, Q3: "
                              f"{MINUS} the no-shift Baseline; Q2: rephrased {MINUS} fixed inoculation, "
                              f"+ is 'yes'; Q4: None {MINUS} Baseline), with its 95% interval "
                              "(Welch t on seed means with >= 2 seeds, else Newcombe on samples). "
-                             "Q1, Q3, Q4 answer 'yes' below 0. Only the question's focus traits "
-                             "(Q3: the traits the prompt does not target).", 10.0))
+                             "Q1, Q3, Q4 answer 'yes' below 0. Q1, Q4: every trait; Q2: every "
+                             "trait (the post: rephrasing recovers the positive trait); Q3: the "
+                             "trait the prompt does not target.", 9.0))
         + _base_theme((10.0, 2.2 + 2.0 * len(qs)))
-        + theme(axis_text_x=element_text(rotation=30, ha="right"), legend_position="right")
+        + theme(axis_text_x=element_text(rotation=30, ha="right"), legend_position="right",
+                plot_caption=element_text(ha="left", size=7.5))
     )
 
 
@@ -1146,7 +1156,7 @@ def post_comparison_page(table: pd.DataFrame) -> ggplot:
     and quoted verdict, our level with the strongest comparison's effect and interval, and the
     agreement (coloured).
     """
-    from .observations import STRONG_EFFECT, STRONG_SHARE
+    from .observations import STRONG_EFFECT
     from .stats import QUESTIONS
 
     _require(table, ("setup", "question", "eval_context", "post_level", "post_quote", "toy_level",
@@ -1161,34 +1171,35 @@ def post_comparison_page(table: pd.DataFrame) -> ggplot:
         if not (isinstance(r.effect, float) and math.isnan(r.effect)):
             ours += " " + _fmt_effect(float(r.effect), float(r.ci_low), float(r.ci_high))
         rows.append({"y": -i, "q": f"{r.setup}  Q{qnum.get(r.question, '?')} "
-                                   f"{QUESTION_SHORT.get(r.question, r.question)} [{r.eval_context}]",
+                                   f"{DOSE_PANELS.get(r.question, r.question).split(chr(10))[0]} "
+                                   f"[{CONTEXT_WORDS.get(r.eval_context, r.eval_context)}]",
                      "post": f"{r.post_level}: \"{quote}\"", "ours": ours, "agreement": r.agreement})
     df = pd.DataFrame(rows)
-    head = pd.DataFrame([{"y": 1, "q": "setup, question [eval context]", "post": "post",
-                          "ours": "toy (yes/comparisons) strongest effect [95% CI]",
+    head = pd.DataFrame([{"y": 1, "q": "setup, question (a \u2212 b) [eval context]", "post": "post",
+                          "ours": "toy (k/n) strongest [95% CI]",
                           "agreement": "agreement"}])
     height = 1.6 + 0.22 * (len(df) + 1)
     return (
         ggplot(df, aes(y="y"))
         + geom_text(aes(label="q"), x=0.0, ha="left", size=6.5)
-        + geom_text(aes(label="post"), x=0.36, ha="left", size=6.5)
-        + geom_text(aes(label="ours"), x=0.62, ha="left", size=6.5)
-        + geom_text(aes(label="agreement", color="agreement"), x=0.9, ha="left", size=6.5,
+        + geom_text(aes(label="post"), x=0.40, ha="left", size=6.5)
+        + geom_text(aes(label="ours"), x=0.645, ha="left", size=6.5)
+        + geom_text(aes(label="agreement", color="agreement"), x=0.89, ha="left", size=6.5,
                     fontweight="bold")
         + geom_text(aes(y="y", label="q"), data=head, x=0.0, ha="left", size=7, fontweight="bold")
-        + geom_text(aes(y="y", label="post"), data=head, x=0.36, ha="left", size=7, fontweight="bold")
-        + geom_text(aes(y="y", label="ours"), data=head, x=0.62, ha="left", size=7, fontweight="bold")
-        + geom_text(aes(y="y", label="agreement"), data=head, x=0.9, ha="left", size=7,
+        + geom_text(aes(y="y", label="post"), data=head, x=0.40, ha="left", size=7, fontweight="bold")
+        + geom_text(aes(y="y", label="ours"), data=head, x=0.645, ha="left", size=7, fontweight="bold")
+        + geom_text(aes(y="y", label="agreement"), data=head, x=0.89, ha="left", size=7,
                     fontweight="bold")
         + scale_color_manual(values=POST_AGREEMENT_COLORS, guide=None)
         + scale_x_continuous(limits=(0, 1.0))
         + scale_y_continuous(limits=(-len(df) + 0.5, 1.5))
         + labs(title="Does the toy agree with the post's \"Summary of observations\"?",
                caption=_wrap(f"Post: its table, quoted (resources/post_observations.yaml). Toy: "
-                             f"'strong' when >= {STRONG_SHARE:.0%} of the question's comparisons "
-                             f"have a 95% interval on the question's side of 0 and the largest is "
-                             f">= {STRONG_EFFECT:g} in size; 'moderate' when at least one has; 'no' "
-                             "when none has. Main grid only (cells at the setup's own n_train and "
+                             "'strong' when a comparison of the question has its 95% interval on "
+                             f"the question's side of 0 and an effect >= {STRONG_EFFECT:g} in size; "
+                             "'moderate' when some have, all smaller; 'no' when none has; (k/n): "
+                             "how many of the n comparisons do. Main grid only (cells at the setup's own n_train and "
                              "learning rate), against the no-shift Baseline (the post's footnote "
                              "6). 'observed' (post: seen, no strength given) agrees with strong or "
                              "moderate; 'partly': both see it, at different strengths. "
