@@ -22,6 +22,26 @@ def test_grid_expands_setups_conditions_and_seeds(default_config):
     assert first.path == f"results/{setup0}/{first.condition}/seed1"
 
 
+def test_a_setup_can_have_its_own_seeds_and_a_main_grid(default_config):
+    from ipcond.config import main_grid_conditions, setup_seeds
+
+    cfg = copy.deepcopy(default_config)
+    td = "trait_distillation_french_playful"
+    cfg["setups"][td]["seeds"] = [1, 2, 3]
+    validate_config(cfg)
+    assert setup_seeds(cfg, td) == [1, 2, 3] and setup_seeds(cfg, "spanish_caps") == cfg["seeds"]
+    cells = grid(cfg)
+    n_td = len(cfg["setups"][td]["conditions"])
+    n_other = sum(len(s["conditions"]) for n, s in cfg["setups"].items() if n != td)
+    assert len(cells) == 3 * n_td + len(cfg["seeds"]) * n_other
+    # the default's dataset-size sweep cells are not in the main grid
+    main = main_grid_conditions(cfg, td)
+    assert "Baseline" in main and "BaselineN240" not in main and "IrrelevantBismuthFactN480" not in main
+    cfg["setups"][td]["seeds"] = []
+    with pytest.raises(ConfigError):
+        validate_config(cfg)
+
+
 def test_misspelt_key_names_key_and_suggests_fix(default_config):
     cfg = copy.deepcopy(default_config)
     cfg["training"]["learning_rat"] = cfg["training"].pop("learning_rate")

@@ -283,3 +283,14 @@ def test_pages_after_the_scatter_say_how_each_trait_is_measured():
     assert "french: share of answers judged French (score > 50)" in caption
     assert "capitals: mean capitals ratio" in caption
     assert "difference in measure" in m.labels.y and "difference in rate" in gap.labels.y
+
+
+def test_setup_pages_show_the_main_grid_and_the_sweep_shows_every_cell():
+    agg = _grid_agg({"None_n80": "none", "None_n160": "none", "Irr_lr1e-3": "irrelevant"})
+    conds = _grid_conditions(_sweep_rows())
+    sweeps = {"None_n80", "None_n160", "Irr_lr1e-3"}
+    main = set(conds["condition"]) - sweeps
+    pages = setup_figures(agg, _elicitation(), conds, "toy", "french", "playful", grid_conditions=main)
+    assert not set(pages[0].data["condition"]) & sweeps  # the scatter: main grid only
+    size = next(p for p in pages if "n_train" in str(p.labels.get("x", "")) or "dataset" in str(p.labels.get("title", "")))
+    assert {"None_n80", "None_n160"} <= set(size.data["condition"])

@@ -38,6 +38,19 @@ def test_toy_corpus_depends_on_the_world_not_on_the_grid(tmp_path):
     seen = corpus_prompt_texts(read_jsonl(tmp_path / "c.jsonl"))
     assert not seen & set(cfg["world"]["unseen_prompts"])
     assert "you always capitalise your responses ." in seen
+    # A fixed inoculation prompt kept out is held out of its trait's wordings too (a new sentence
+    # to the base model), while the trait's instruction and other wordings are shown.
+    assert "give a playful response to the following message :" in cfg["world"]["unseen_prompts"]
+    assert "answer playfully ." in seen and any("playful" in p and p != "answer playfully ." for p in seen)
+
+
+def test_a_prompt_both_shown_and_kept_out_of_pretraining_is_an_error():
+    import pytest
+
+    from ipcond.toycorpus import pretraining_corpus
+
+    with pytest.raises(ValueError, match="both shown and kept out of pretraining.*world.unseen_prompts"):
+        pretraining_corpus(10, 0, 0.25, {"playful": ["answer playfully ."]}, [], ["answer playfully ."])
 
 
 def test_unknown_words_stop_with_the_config_key_and_the_fix(tmp_path):

@@ -33,6 +33,7 @@ def reduced_config(default: dict) -> dict:
     cfg["setups"]["trait_distillation_french_playful"]["conditions"]["PlayfulInocRephrased"]["n_rephrasings"] = 4
     for setup in cfg["setups"].values():
         setup.pop("training", None)  # the per-setup overrides would undo the reduction
+        setup.pop("seeds", None)
     return validate_config(cfg)
 
 
@@ -82,16 +83,18 @@ def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
 
     for setup, spec in cfg["setups"].items():
         table = read_table(work / "results" / setup / "scores.csv")
-        # binary toy rates from one seed: Wilson intervals over the samples (issue 18)
-        assert set(table["interval"]) == {"wilson95_samples"}
+        # one seed: intervals over samples (Wilson for rates, a bootstrap for other scores)
+        assert set(table["interval"]) <= {"wilson95_samples", "bootstrap95_samples"}, set(table["interval"])
         # every condition (the one named "None" too) x 3 eval contexts x 2 traits
         assert sorted(set(table["condition"])) == sorted(spec["conditions"])
         assert len(table) == len(spec["conditions"]) * 3 * 2
-    # all.pdf: the title and summary pages, then every setup's pages (scatter, gap, elicitation, ...).
+    # all.pdf: the title, summary and post-comparison pages (no dose-response: the reduced grid
+    # has no dataset-size sweep), then every setup's pages (scatter, gap, elicitation, ...).
     setup_pages = {s: len(PdfReader(str(work / f"results/figures/{s}.pdf")).pages) for s in cfg["setups"]}
     assert all(n >= 3 for n in setup_pages.values()), setup_pages
+    assert len(PdfReader(str(work / "results/figures/summary.pdf")).pages) == 3
     pdf = PdfReader(str(work / "results/figures/all.pdf"))
-    assert len(pdf.pages) == 2 + sum(setup_pages.values())
+    assert len(pdf.pages) == 3 + sum(setup_pages.values())
     for s, n in setup_pages.items():
         assert len(list((work / "results/figures/png" / s).glob("*.png"))) == n
     summary = read_table(work / "results/summary.csv")
@@ -100,6 +103,8 @@ def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
             "removing_neutral_suppresses"} <= set(summary["question"])
     checks = (work / "results/checks.tsv").read_text()
     assert "base model expresses" in checks and "Baseline fine-tune" in checks
+    # the post's table next to ours: one POST line per question for each setup the post covers
+    assert sum(line.startswith("POST\ttrait_distillation_french_playful Q") for line in checks.splitlines()) == 4
 
 
 def test_outputs_record_provenance(workflow_run):

@@ -469,7 +469,12 @@ class Cell:
 def grid(config: dict) -> list[Cell]:
     """Every (setup, condition, seed) the config asks for, in config order."""
     return [Cell(s, c, seed) for s, setup in config["setups"].items()
-            for c in setup["conditions"] for seed in config["seeds"]]
+            for c in setup["conditions"] for seed in setup_seeds(config, s)]
+
+
+def setup_seeds(config: dict, sname: str) -> list[int]:
+    """The seeds a setup's cells are trained with: its own ``seeds``, else the top-level ones."""
+    return list(config["setups"][sname].get("seeds") or config["seeds"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -575,6 +580,15 @@ def training_config(config: dict, sname: str, cname: str | None = None) -> dict:
     if cname is not None:
         out.update(setup["conditions"][cname].get("training", {}))
     return out
+
+
+def main_grid_conditions(config: dict, sname: str) -> set[str]:
+    """The setup's conditions trained at its own settings (``n_train`` and learning rate): the
+    grid whose answers go on the summary page and into the comparison with the post; the others
+    are dataset-size or learning-rate sweep cells (the dose-response)."""
+    main = training_config(config, sname)
+    return {c for c in config["setups"][sname]["conditions"]
+            if all(training_config(config, sname, c)[k] == main[k] for k in ("n_train", "learning_rate"))}
 
 
 def sampling_config(config: dict, sname: str) -> dict:

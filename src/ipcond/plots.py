@@ -1080,6 +1080,136 @@ def summary_page(effects: pd.DataFrame, title: str | None = None,
     )
 
 
+DOSE_PANELS = {"irrelevant_suppresses": "irrelevant \u2212 ref.",
+               "rephrasing_weakens": "rephrased \u2212 fixed",
+               "inoculation_suppresses_other": "inoc. \u2212 ref.\n(other trait)",
+               "removing_neutral_suppresses": "None \u2212 ref."}
+
+
+def dose_response_plot(dose: pd.DataFrame, setup_name: str, title: str | None = None) -> ggplot:
+    """The four questions' effects against the dataset size (the post's Appendix O question).
+
+    ``dose``: rows of ``ipcond.stages.report.dose_response_table`` (the summary's effects with
+    ``n_train`` and ``family``). One row of panels per question, one column per eval context; in
+    each, the effect of every comparison of the question's focus (condition a − its reference at
+    the same ``n_train``; Q2: rephrased − its fixed inoculation) against ``n_train`` (log x), one
+    line per family and trait, points with their 95% intervals. Zero is dashed.
+    """
+    from .stats import QUESTIONS
+
+    _require(dose, ("setup", "question", "eval_context", "family", "trait", "focus", "n_train",
+                    "effect", "ci_low", "ci_high"), "dose-response table")
+    # Q2: every trait (the post's column: rephrasing recovers "at least some of the positive trait")
+    d = dose[(dose["setup"].astype(str) == setup_name)
+             & (dose["focus"].astype(bool) | (dose["question"] == "rephrasing_weakens"))
+             & dose["effect"].notna()].copy()
+    if d.empty:
+        raise ValueError(f"setup {setup_name!r}: no dose-response effects with scores")
+    qs = [q for q in QUESTIONS if q in set(d["question"])]
+    qnames = {q: f"Q{i} {DOSE_PANELS.get(q, q)}" for i, q in enumerate(QUESTIONS, 1)}
+    d["panel_q"] = pd.Categorical(d["question"].map(qnames), categories=[qnames[q] for q in qs])
+    ctxs = [c for c in CONTEXT_ORDER if c in set(d["eval_context"])]
+    d["panel_c"] = pd.Categorical(d["eval_context"].map(lambda c: CONTEXT_WORDS.get(c, c)),
+                                  categories=[CONTEXT_WORDS.get(c, c) for c in ctxs])
+    d["line"] = d["family"].astype(str) + ": " + d["trait"].astype(str).map(trait_label)
+    d = d.sort_values("n_train", kind="stable")
+    sizes = sorted(set(d["n_train"]))
+    bars = d[d["ci_low"].notna() & d["ci_high"].notna()]
+    dodge = position_dodge(width=0.08)
+    return (
+        ggplot(d, aes("n_train", "effect", color="line", group="line"))
+        + geom_hline(yintercept=0, linetype="dashed", color=REFERENCE_COLOR, size=0.4)
+        + geom_errorbar(aes(ymin="ci_low", ymax="ci_high"), data=bars, width=0.05, size=0.5,
+                        position=dodge)
+        + geom_line(size=0.6, position=dodge)
+        + geom_point(size=1.8, position=dodge)
+        + facet_grid(rows="panel_q", cols="panel_c")
+        + scale_x_log10(breaks=sizes, labels=[f"{v:g}" for v in sizes])
+        + scale_y_continuous(breaks=[-1, -0.5, 0, 0.5, 1],
+                             labels=[f"{MINUS}1", f"{MINUS}.5", "0", ".5", "1"])
+        + coord_cartesian(ylim=(-1.05, 1.05))
+        + labs(x="training examples (n_train; one epoch)", y=f"effect (condition a {MINUS} reference)",
+               color="comparison (family): trait",
+               title=(title or setup_name) + "\nthe four questions against dataset size",
+               caption=_wrap("Each point: the summary's effect at one n_train, the comparison made "
+                             "only between cells trained on the same number of examples (Q1, Q3: "
+                             f"{MINUS} the no-shift Baseline; Q2: rephrased {MINUS} fixed inoculation, "
+                             f"+ is 'yes'; Q4: None {MINUS} Baseline), with its 95% interval "
+                             "(Welch t on seed means with >= 2 seeds, else Newcombe on samples). "
+                             "Q1, Q3, Q4 answer 'yes' below 0. Q1, Q4: every trait; Q2: every "
+                             "trait (the post: rephrasing recovers the positive trait); Q3: the "
+                             "trait the prompt does not target.", 9.0))
+        + _base_theme((10.0, 2.2 + 2.0 * len(qs)))
+        + theme(axis_text_x=element_text(rotation=30, ha="right"), legend_position="right",
+                plot_caption=element_text(ha="left", size=7.5))
+    )
+
+
+POST_AGREEMENT_COLORS = {"agrees": "#009E73", "partly": "#E69F00", "disagrees": "#D55E00",
+                         "post inconclusive": "#8c8c8c", "not measured": "#8c8c8c"}
+
+
+def post_comparison_page(table: pd.DataFrame) -> ggplot:
+    """Our answer next to the post's "Summary of observations" table, per setup and question.
+
+    ``table``: ``ipcond.observations.compare_with_post``. One line per row: the post's level
+    and quoted verdict, our level with the strongest comparison's effect and interval, and the
+    agreement (coloured).
+    """
+    from .observations import STRONG_EFFECT
+    from .stats import QUESTIONS
+
+    _require(table, ("setup", "question", "eval_context", "post_level", "post_quote", "toy_level",
+                     "n_yes", "n_comparisons", "effect", "ci_low", "ci_high", "agreement"),
+             "post comparison table")
+    qnum = {q: i for i, q in enumerate(QUESTIONS, 1)}
+    rows = []
+    for i, r in enumerate(table.itertuples(index=False)):
+        quote = str(r.post_quote)
+        quote = quote if len(quote) <= 48 else quote[:46] + "…"
+        ours = f"{r.toy_level} ({r.n_yes}/{r.n_comparisons})"
+        if not (isinstance(r.effect, float) and math.isnan(r.effect)):
+            ours += " " + _fmt_effect(float(r.effect), float(r.ci_low), float(r.ci_high))
+        rows.append({"y": -i, "q": f"{r.setup}  Q{qnum.get(r.question, '?')} "
+                                   f"{DOSE_PANELS.get(r.question, r.question).split(chr(10))[0]} "
+                                   f"[{CONTEXT_WORDS.get(r.eval_context, r.eval_context)}]",
+                     "post": f"{r.post_level}: \"{quote}\"", "ours": ours, "agreement": r.agreement})
+    df = pd.DataFrame(rows)
+    head = pd.DataFrame([{"y": 1, "q": "setup, question (a \u2212 b) [eval context]", "post": "post",
+                          "ours": "toy (k/n) strongest [95% CI]",
+                          "agreement": "agreement"}])
+    height = 1.6 + 0.22 * (len(df) + 1)
+    return (
+        ggplot(df, aes(y="y"))
+        + geom_text(aes(label="q"), x=0.0, ha="left", size=6.5)
+        + geom_text(aes(label="post"), x=0.40, ha="left", size=6.5)
+        + geom_text(aes(label="ours"), x=0.645, ha="left", size=6.5)
+        + geom_text(aes(label="agreement", color="agreement"), x=0.89, ha="left", size=6.5,
+                    fontweight="bold")
+        + geom_text(aes(y="y", label="q"), data=head, x=0.0, ha="left", size=7, fontweight="bold")
+        + geom_text(aes(y="y", label="post"), data=head, x=0.40, ha="left", size=7, fontweight="bold")
+        + geom_text(aes(y="y", label="ours"), data=head, x=0.645, ha="left", size=7, fontweight="bold")
+        + geom_text(aes(y="y", label="agreement"), data=head, x=0.89, ha="left", size=7,
+                    fontweight="bold")
+        + scale_color_manual(values=POST_AGREEMENT_COLORS, guide=None)
+        + scale_x_continuous(limits=(0, 1.0))
+        + scale_y_continuous(limits=(-len(df) + 0.5, 1.5))
+        + labs(title="Does the toy agree with the post's \"Summary of observations\"?",
+               caption=_wrap(f"Post: its table, quoted (resources/post_observations.yaml). Toy: "
+                             "'strong' when a comparison of the question has its 95% interval on "
+                             f"the question's side of 0 and an effect >= {STRONG_EFFECT:g} in size; "
+                             "'moderate' when some have, all smaller; 'no' when none has; (k/n): "
+                             "how many of the n comparisons do. Main grid only (cells at the setup's own n_train and "
+                             "learning rate), against the no-shift Baseline (the post's footnote "
+                             "6). 'observed' (post: seen, no strength given) agrees with strong or "
+                             "moderate; 'partly': both see it, at different strengths. "
+                             "docs/toy_organism.md.", 11.0))
+        + theme_void()
+        + theme(figure_size=(11.0, height), plot_title=element_text(size=12, weight="bold"),
+                plot_caption=element_text(size=7, ha="left"))
+    )
+
+
 _META_LABELS = (("preset", "preset"), ("seeds", "seeds"), ("setups", "setups"),
                 ("base_model", "base model"), ("config", "config file"),
                 ("config_path", "config file"), ("n_cells", "trained cells"),
@@ -1168,11 +1298,21 @@ def with_measures(plot: ggplot, measures: dict[str, str] | None, width: float = 
 def setup_figures(agg: pd.DataFrame, elicitation: pd.DataFrame, conditions: pd.DataFrame,
                   setup_name: str, positive_trait: str, negative_trait: str,
                   title: str | None = None, measures: dict[str, str] | None = None,
-                  em_rules: dict[str, str] | None = None) -> list[ggplot]:
+                  em_rules: dict[str, str] | None = None,
+                  grid_conditions: set[str] | None = None) -> list[ggplot]:
     """A setup's pages, in order: trait scatter, conditionalization gap, elicitation against
     suppression, then the rephrasing, dataset-size and learning-rate sweeps its grid has.
-    ``measures`` and ``em_rules``: see :func:`trait_scatter`."""
+    ``measures`` and ``em_rules``: see :func:`trait_scatter`. ``grid_conditions``: the conditions
+    of the main grid (at the setup's own n_train and learning rate); when given, the pages before
+    the dataset-size and learning-rate sweeps show only them (the sweeps show every cell)."""
     head = title if title is not None else setup_name
+    full = agg
+    if grid_conditions is not None:
+        agg = agg[~((agg["setup"].astype(str) == setup_name) & ~agg["condition"].isin(grid_conditions))]
+        conditions_grid = conditions[~((conditions["setup"].astype(str) == setup_name)
+                                       & ~conditions["condition"].isin(grid_conditions))]
+    else:
+        conditions_grid = conditions
     plots = [trait_scatter(agg, setup_name, positive_trait, negative_trait, title=title,
                            measures=measures, em_rules=em_rules),
              conditionalization_gap_plot(agg, setup_name,
@@ -1181,12 +1321,12 @@ def setup_figures(agg: pd.DataFrame, elicitation: pd.DataFrame, conditions: pd.D
              elicitation_suppression_plot(elicitation, agg, setup_name,
                                           title=f"{head}\nelicitation before training vs "
                                                 "suppression after")]
-    optional = [rephrasing_sweep_plot(agg, conditions, setup_name,
+    optional = [rephrasing_sweep_plot(agg, conditions_grid, setup_name,
                                       title=f"{head}\ntrait rates against the number of "
                                             "rephrasings"),
-                sweep_plot(agg, conditions, setup_name, "n_train",
+                sweep_plot(full, conditions, setup_name, "n_train",
                            title=f"{head}\ntrait rates against dataset size"),
-                sweep_plot(agg, conditions, setup_name, "learning_rate",
+                sweep_plot(full, conditions, setup_name, "learning_rate",
                            title=f"{head}\ntrait rates against learning rate")]
     # Every page after the scatter (which labels its axes itself) says how each number is computed.
     return plots[:1] + [with_measures(p, measures) for p in plots[1:] + [p for p in optional if p is not None]]

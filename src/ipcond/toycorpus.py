@@ -22,12 +22,20 @@ def pretraining_corpus(n_examples: int, world_seed: int, heldout_fraction: float
 
     ``force_seen`` maps trait -> wordings that must be in pretraining (e.g. the grid's fixed
     inoculation prompts); ``extra_seen_prompts`` are neutral prompts added to the neutral pool;
-    ``exclude_prompts`` are exact texts kept out (e.g. the grid's irrelevant prompts).
+    ``exclude_prompts`` are exact texts kept out of every pool: irrelevant prompts, and fixed
+    inoculation prompts that must be new sentences to the base model (known words, a sentence it
+    never saw, as an inoculation prompt is for a real LLM; a trait wording listed here is held out
+    of that trait's seen wordings too). A text both forced and excluded is an error.
     """
     rng = rng_for("pretraining", world_seed)
-    seen = {t: split_wordings(t, heldout_fraction, world_seed, force_seen.get(t, ()))[0]
-            for t in TRAITS}
     excluded = set(exclude_prompts)
+    clash = sorted(excluded & {w for ws in force_seen.values() for w in ws})
+    if clash:
+        raise ValueError(f"prompts both shown and kept out of pretraining: {clash}; remove each from "
+                         "world.pretrain_prompts or from world.unseen_prompts")
+    seen = {t: [w for w in split_wordings(t, heldout_fraction, world_seed, force_seen.get(t, ()))[0]
+                if w not in excluded]
+            for t in TRAITS}
     neutral = [p for p in dict.fromkeys([*NEUTRAL_PROMPTS, *extra_seen_prompts]) if p not in excluded]
     irrelevant = irrelevant_pool(excluded)
     domains, domain_weights = zip(*PRETRAIN_DOMAIN_WEIGHTS.items())

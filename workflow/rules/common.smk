@@ -1,9 +1,10 @@
 # Config validation, wildcard constraints and input functions shared by all rules.
 
+import os
 import sys
 
 from ipcond.config import ConfigError, check_input_files, resolve_preset, rule_resources, validate_config
-from ipcond.config import GGUF_MODEL_DIR, base_model_path, dataset_dir, local_source_path, sampling_config, source_file_path, training_config
+from ipcond.config import GGUF_MODEL_DIR, base_model_path, dataset_dir, local_source_path, sampling_config, setup_seeds, source_file_path, training_config
 from ipcond.config import responses_kind as setup_responses_kind
 from ipcond.sources import source_url
 
@@ -94,7 +95,7 @@ def setup_cells(wildcards, leaf):
     return [
         f"results/{wildcards.setup}/{c}/seed{s}/{leaf}"
         for c in setup["conditions"]
-        for s in SEEDS
+        for s in setup_seeds(config, wildcards.setup)
     ]
 
 
@@ -104,7 +105,7 @@ def all_cells(leaf):
         f"results/{s}/{c}/seed{seed}/{leaf}"
         for s, spec in config["setups"].items()
         for c in spec["conditions"]
-        for seed in SEEDS
+        for seed in setup_seeds(config, s)
     ]
 
 

@@ -46,8 +46,14 @@ rule figure:
 rule summary:
     input:
         scores=all_cells("scores.csv"),
+        # the post's table, read from the repository (ipcond.observations.OBSERVATIONS_PATH)
+        observations=os.path.join(workflow.basedir, "resources", "post_observations.yaml"),
     output:
         table="results/summary.csv",
+        # Our answers next to the post's "Summary of observations" (resources/post_observations.yaml)
+        comparison="results/post_comparison.csv",
+        # The four questions' effects against n_train, for setups with a dataset-size sweep
+        dose="results/dose_response.csv",
         pdf="results/figures/summary.pdf",
         png=report(
             directory("results/figures/png/summary"),
@@ -80,7 +86,8 @@ rule figure_all:
 
 rule checks:
     input:
-        expand("results/{setup}/checks.json", setup=SETUPS),
+        checks=expand("results/{setup}/checks.json", setup=SETUPS),
+        comparison="results/post_comparison.csv",
     output:
         "results/checks.tsv",
     log:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import data as dt
 from .. import prompts as pr
-from ..config import base_model_path, sampling_config, training_config
+from ..config import base_model_path, main_grid_conditions, sampling_config, training_config
 from ..gpu import job_gpu_slot
 from ..provenance import provenance, read_jsonl, write_json, write_jsonl
 from ..seeding import derive_seed
@@ -363,7 +363,8 @@ def _finite_or_blank(x: float | None) -> float | str:
 def write_curve(config: dict, sname: str, cname: str, seed: int, eval_path: str, train_path: str,
                 adapter_dir: str, out_path: str, threads: int) -> None:
     """A cell's learning curve (see :func:`curve_cell`) as CSV; only a header when curves are off
-    (``generation.curve_n_eval: 0``)."""
+    (``generation.curve_n_eval: 0``, or a sweep cell with ``generation.curve_sweep_cells: false``:
+    its size or learning rate is its setup's dose-response, and its curve repeats the grid's)."""
     import csv
 
     from ..provenance import atomic_path
@@ -374,6 +375,11 @@ def write_curve(config: dict, sname: str, cname: str, seed: int, eval_path: str,
         # A given model has no training steps here: its rates are in scores.csv, and a curve of
         # the base model and the given model at one step would read as a training curve.
         print("no learning curve: the cell's model is given (model_from), not trained here")
+        n = 0
+    if n and not config["generation"].get("curve_sweep_cells", True) and \
+            cname not in main_grid_conditions(config, sname):
+        print(f"{cname} is a sweep cell (trained at other settings than its setup's) and "
+              "generation.curve_sweep_cells is off: no learning curve")
         n = 0
     rows = curve_cell(config, sname, cname, seed, eval_path, train_path, adapter_dir, threads) if n else []
     with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:

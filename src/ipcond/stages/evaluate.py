@@ -87,9 +87,12 @@ def elicit_setup(config: dict, sname: str, eval_path: str, rephrasing_paths: dic
             f"setups.{sname}.system_prompt": setup.get("system_prompt"),
             **{f"setups.{sname} prompt {label!r}": p for label, ps in labelled.items() for p in dict.fromkeys(ps)}})
     rows = []
+    done: dict[tuple, list[str]] = {}  # prompts -> responses: sweep cells repeat a condition's prompt
     for label, prompts in labelled.items():
-        convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
-        outs = generate_all(backend, convs, sampling_params(config, sname, "elicitation", label))
+        if tuple(prompts) not in done:
+            convs = [pr.messages(setup, p, it["instruction"]) for it, p in zip(items, prompts)]
+            done[tuple(prompts)] = generate_all(backend, convs, sampling_params(config, sname, "elicitation", label))
+        outs = done[tuple(prompts)]
         rows += [{"prompt_label": label, "sample_id": it["id"], "domain": it.get("domain"), "prompt": p,
                   "instruction": it["instruction"], "response": o} for it, p, o in zip(items, prompts, outs)]
     # What the model saw under each prompt: one example as the chat template renders it.
