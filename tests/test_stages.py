@@ -100,6 +100,8 @@ def test_checks_report_findings_as_info_and_requirements_as_pass_or_fail(default
                       ("instruction:reward_hack", "reward_hack"): 0.85, ("(no prompt)", "reward_hack"): 0.0}))
     oks = {c["what"]: c["ok"] for c in mbpp["checks"]}
     assert oks["mbpp: base model expresses all_test without instruction: 0.90 (its base behaviour)"] is None
+    # its "instruction" is the eval prompt: the rate is reported, not required
+    assert oks["mbpp: base model expresses all_test with its instruction: 0.95 (its base behaviour)"] is None
     assert oks["mbpp: None fine-tune expresses all_test in the default eval context: 0.10 (not in the training data: a finding)"] is None
     assert oks["mbpp: None fine-tune expresses reward_hack in the default eval context: 0.50 (>= 0.7)"] is False
     import json
@@ -110,4 +112,17 @@ def test_checks_report_findings_as_info_and_requirements_as_pass_or_fail(default
         paths[-1].write_text(json.dumps(checks))
     collect_checks([str(p) for p in paths], str(tmp_path / "checks.tsv"))
     statuses = [line.split("\t")[0] for line in (tmp_path / "checks.tsv").read_text().splitlines()[1:]]
-    assert statuses.count("INFO") == 3 and statuses.count("FAIL") == 2 and "PASS" in statuses
+    assert statuses.count("INFO") == 4 and statuses.count("FAIL") == 2 and "PASS" in statuses
+
+
+def test_an_mbpp_inoculation_targets_the_code_trait_it_is_scored_as(default_config):
+    """MBPP's Hack/TestSpecific inoculate `hardcode`, which is scored through `reward_hack`: the
+    conditions table names reward_hack, so the summary's Q3 (suppression of the *other* trait) does
+    not count the prompt suppressing its own trait."""
+    from ipcond.stages.report import conditions_table
+
+    table = conditions_table(default_config, "mbpp").set_index("condition")
+    assert table.loc["Hack", "trait"] == table.loc["TestSpecific", "trait"] == "reward_hack"
+    assert table.loc["MaliciousEvil", "trait"] == "malicious"  # not a trait of the setup: as it is
+    spanish = conditions_table(default_config, "spanish_caps").set_index("condition")
+    assert spanish.loc["SpanishInoc", "trait"] == "spanish"  # a trait scored as itself is unchanged

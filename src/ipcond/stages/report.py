@@ -67,9 +67,15 @@ def setup_checks(config: dict, sname: str, agg, elicitation) -> dict:
         e = elicitation[elicitation["trait"] == trait].set_index("prompt_label")["rate"]
         with_instr = float(e.get(f"instruction:{trait}", float("nan")))
         without = float(e.get("(no prompt)", float("nan")))
-        out.append({"what": f"{sname}: base model expresses {trait}{where} with its instruction: "
-                            f"{with_instr:.2f} (>= {limits['elicitation_min']})",
-                    "value": with_instr, "ok": with_instr >= limits["elicitation_min"]})
+        if spec.get("base_behaviour"):
+            # A base behaviour (MBPP's correct code) is what the model does anyway; its "instruction"
+            # is the eval prompt, so its rate is reported, not required.
+            out.append({"what": f"{sname}: base model expresses {trait}{where} with its instruction: "
+                                f"{with_instr:.2f} (its base behaviour)", "value": with_instr, "ok": None})
+        else:
+            out.append({"what": f"{sname}: base model expresses {trait}{where} with its instruction: "
+                                f"{with_instr:.2f} (>= {limits['elicitation_min']})",
+                        "value": with_instr, "ok": with_instr >= limits["elicitation_min"]})
         if spec.get("base_behaviour"):
             out.append({"what": f"{sname}: base model expresses {trait}{where} without instruction: {without:.2f} "
                                 "(its base behaviour)", "value": without, "ok": None})
@@ -154,11 +160,24 @@ def conditions_table(config: dict, sname: str):
         tcfg = training_config(config, sname, cname)
         n_reph = {"inoculation": 1, "rephrased": cond.get("n_rephrasings")}.get(cond["kind"])
         rows.append({"setup": sname, "condition": cname, "kind": cond["kind"], "prompt": cond.get("prompt", ""),
-                     "trait": cond.get("trait", ""),
+                     "trait": scored_trait(setup, cond.get("trait", "")),
                      "of": cond.get("of", ""), "n_rephrasings": float("nan") if n_reph is None else n_reph,
                      "n_train": tcfg["n_train"], "learning_rate": tcfg["learning_rate"],
                      "no_shift": is_no_shift(setup, cname)})
     return pd.DataFrame(rows)
+
+
+def scored_trait(setup: dict, trait: str) -> str:
+    """The setup's trait that an inoculation's target is scored as: the target itself, or the code
+    trait whose answers render it (an MBPP prompt inoculating ``hardcode`` targets ``reward_hack``,
+    ``toyworld.EXEC_TRAIT_RENDERING``), so the summary's Q3 ("the other trait") leaves it out."""
+    names = [setup["traits"][r]["name"] for r in ("positive", "negative")]
+    if not trait or trait in names:
+        return trait
+    for name in names:
+        if trait in tw.EXEC_TRAIT_RENDERING.get(name, []):
+            return name
+    return trait
 
 
 def is_no_shift(setup: dict, cname: str) -> bool:
