@@ -1166,7 +1166,9 @@ def post_comparison_page(table: pd.DataFrame) -> ggplot:
     rows = []
     for i, r in enumerate(table.itertuples(index=False)):
         quote = str(r.post_quote)
-        quote = quote if len(quote) <= 48 else quote[:46] + "…"
+        # The post column is 0.245 of 11 in wide: level and quote together stay within ~44 characters.
+        room = max(8, 42 - len(str(r.post_level)))
+        quote = quote if len(quote) <= room else quote[:room - 1].rstrip() + "…"
         ours = f"{r.toy_level} ({r.n_yes}/{r.n_comparisons})"
         if not (isinstance(r.effect, float) and math.isnan(r.effect)):
             ours += " " + _fmt_effect(float(r.effect), float(r.ci_low), float(r.ci_high))
@@ -1200,8 +1202,9 @@ def post_comparison_page(table: pd.DataFrame) -> ggplot:
                              f"the question's side of 0 and an effect >= {STRONG_EFFECT:g} in size; "
                              "'moderate' when some have, all smaller; 'no' when none has; (k/n): "
                              "how many of the n comparisons do. Main grid only (cells at the setup's own n_train and "
-                             "learning rate), against the no-shift Baseline (the post's footnote "
-                             "6). 'observed' (post: seen, no strength given) agrees with strong or "
+                             "learning rate), against the no-shift condition (the post's footnote "
+                             "6; None where the grid has none: MBPP, the toy CMV). Q2 counts either trait "
+                             "rising. 'observed' (post: seen, no strength given) agrees with strong or "
                              "moderate; 'partly': both see it, at different strengths. "
                              "docs/toy_organism.md.", 11.0))
         + theme_void()
