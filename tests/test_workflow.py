@@ -88,13 +88,15 @@ def test_every_cell_has_scores_and_all_pdf_has_a_page_per_setup(workflow_run):
         # every condition (the one named "None" too) x 3 eval contexts x 2 traits
         assert sorted(set(table["condition"])) == sorted(spec["conditions"])
         assert len(table) == len(spec["conditions"]) * 3 * 2
-    # all.pdf: the title, summary and post-comparison pages (no dose-response: the reduced grid
-    # has no dataset-size sweep), then every setup's pages (scatter, gap, elicitation, ...).
+    # all.pdf: the title page, a summary page per setup and the post-comparison page (no
+    # dose-response: the reduced grid has no dataset-size sweep), then every setup's pages
+    # (scatter, gap, elicitation, ...).
     setup_pages = {s: len(PdfReader(str(work / f"results/figures/{s}.pdf")).pages) for s in cfg["setups"]}
     assert all(n >= 3 for n in setup_pages.values()), setup_pages
-    assert len(PdfReader(str(work / "results/figures/summary.pdf")).pages) == 3
+    n_summary = 2 + len(cfg["setups"])
+    assert len(PdfReader(str(work / "results/figures/summary.pdf")).pages) == n_summary
     pdf = PdfReader(str(work / "results/figures/all.pdf"))
-    assert len(pdf.pages) == 3 + sum(setup_pages.values())
+    assert len(pdf.pages) == n_summary + sum(setup_pages.values())
     for s, n in setup_pages.items():
         assert len(list((work / "results/figures/png" / s).glob("*.png"))) == n
     summary = read_table(work / "results/summary.csv")

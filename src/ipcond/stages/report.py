@@ -324,7 +324,9 @@ def summary_report(config: dict, score_paths: list[str], out_csv: str, pdf_path:
             "n_cells": len(score_paths), "versions": prov["versions"], "code_revision": prov["code_revision"],
             "date": prov["created"]}
     measures = {t: m for s in config["setups"] for t, m in trait_measures(config, s).items()}
-    pages = [title_page(meta), summary_page(grid, measures=measures)]
+    # One summary page per setup: a page of all setups at once is too tall to read or print.
+    pages = [title_page(meta)] + [summary_page(grid[grid["setup"] == s], measures=measures)
+                                  for s in config["setups"] if (grid["setup"] == s).any()]
     if not comparison.empty:
         pages.append(post_comparison_page(comparison))
     if not dose.empty:
