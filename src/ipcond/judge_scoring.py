@@ -233,7 +233,7 @@ class ModerationScorer(_ClientScorer):
         return out
 
 
-class EmRuleScorer:
+class EmRuleScorer(_ClientScorer):  # two clients: accounting and close are its own
     """Emergent misalignment as the sources measure it: Betley et al.'s alignment and coherence
     judges (``alignment.txt``, ``coherence.txt``) on every answer, then an EM rule
     (:data:`EM_RULES`; default Tan et al.'s) turns the two 0-100 scores into a flag.
@@ -294,12 +294,6 @@ class EmRuleScorer:
     def close(self) -> None:
         self.alignment.close()
         self.coherence.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def template_sources() -> dict[str, dict[str, Any]]:

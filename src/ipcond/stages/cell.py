@@ -84,14 +84,14 @@ def link_cell_model(config: dict, sname: str, cname: str, seed: int, out_dir: st
     adapter's files; for a full model folder (``config.json``, e.g. a merged fine-tune), a record
     ``model_from.json`` that makes the generation backend load that model instead of the setup's
     base model (:func:`given_full_model`). Either way ``model_from.json`` records the reference,
-    the folder, its kind and its files' SHA-256, plus ``training_summary.json`` with 0 steps (the
-    learning curve has only its end point) and ``provenance.json``. Returns the record.
+    the folder, its kind and its files' SHA-256, plus ``training_summary.json`` with 0 steps (such a
+    cell has no learning curve: :func:`write_curve`) and ``provenance.json``. Returns the record.
 
     Raises ValueError for a folder that is neither, naming the fix."""
-    import hashlib
     import shutil
 
     from ..provenance import atomic_dir
+    from ..sources import sha256_of
 
     ref = config["setups"][sname]["conditions"][cname]["model_from"]
     src = resolve_model_from(ref)
@@ -110,7 +110,7 @@ def link_cell_model(config: dict, sname: str, cname: str, seed: int, out_dir: st
                          "the folder save_pretrained wrote")
     files = sorted(f for f in src.iterdir() if f.is_file())
     record = {"model_from": ref, "folder": str(src), "kind": kind,
-              "files": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}}
+              "files": {f.name: sha256_of(f) for f in files}}  # read in chunks: a full model is GBs
     with atomic_dir(out_dir) as tmp:
         tmp = Path(tmp)
         if kind == "lora_adapter":

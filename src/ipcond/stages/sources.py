@@ -38,9 +38,9 @@ def copy_local_source(spec: dict, key: str, out_path: str) -> None:
     to ``out_path`` atomically.
     Relative paths are read from the repo root (:func:`ipcond.config.local_source_path`).
     Raises ``FileNotFoundError`` / ``ValueError`` naming the key."""
-    import os
     import shutil
 
+    from ..provenance import atomic_path
     from ..sources import sha256_of
 
     src = Path(local_source_path(spec))
@@ -52,10 +52,8 @@ def copy_local_source(spec: dict, key: str, out_path: str) -> None:
         raise ValueError(f"{key}.local_path = {spec['local_path']!r} has SHA-256 {digest}, but {key}.sha256 pins "
                          f"{spec['sha256']}: it is not the pinned file; use the right file or fix the pin")
     print(f"fetching {key} from the local file {src} (local_path; not downloaded)")
-    part = Path(out_path).with_name(f".{Path(out_path).name}.part")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, part)
-    os.replace(part, out_path)
+    with atomic_path(out_path) as tmp:
+        shutil.copyfile(src, tmp)
     if not spec.get("sha256"):
         print(f"WARNING: {key} is not pinned; the local file's SHA-256 is {digest}. If it is the file the source's "
               f"address serves, pin it: set {key}.sha256: {digest}")
